@@ -1,0 +1,217 @@
+"""Launching a sweep: spec → plan → prepared data → Ray Tune → trials/<name>/ → reports/<name>.md.
+
+Light at import time: torch, transformers and ray are imported inside the steps that need them,
+so ``--dry-run`` and spec errors are instant.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, TextIO
+
+from sweeper.errors import SweeperError
+from sweeper.report import write_report
+from sweeper.space import effective_batch, expand, n_trials, swept_names, trial_settings
+from sweeper.spec import Spec, load_spec, spec_hash
+from sweeper.store import SWEEP_FILE, best_trial, load_sweep, write_json
+
+VERSIONED = ("sweeper", "torch", "transformers", "trl", "peft", "bitsandbytes", "ray", "optuna", "datasets")
+
+
+def plan_table(spec: Spec, configs: list[dict[str, Any]]) -> list[str]:
+    """Aligned lines: one per trial, its parameter values and effective batch."""
+    names = list(spec.parameters)
+    head = ["#", *names, "effective batch"]
+    rows = []
+    for i, params in enumerate(configs, 1):
+        training = trial_settings(spec, params)["training"]
+        rows.append([str(i), *[_cell(params[n]) for n in names], str(effective_batch(training))])
+    widths = [max(len(r[c]) for r in [head, *rows]) for c in range(len(head))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in [head, *rows]]
+
+
+def describe(spec: Spec, spec_path: Path) -> list[str]:
+    model, data = spec.model, spec.data
+    shown = ("per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "optim",
+             "lr_scheduler_type", "beta", "max_steps" if spec.training.max_steps > 0 else "num_train_epochs")  # fmt: skip
+    fixed = {k: getattr(spec.training, k) for k in shown if k not in spec.parameters}
+    lines = [
+        f"Sweep '{spec.name}' from {spec_path}: method {spec.method}, {n_trials(spec)} trial(s), "
+        f"metric {spec.metric.name} ({spec.metric.goal})",
+        f"  model {model.name_or_path} (quantization {model.quantization}, LoRA r={model.lora.r}), "
+        f"data {data.path} ({data.format}, max_length {data.max_length})",
+        "  fixed: " + ", ".join(f"{k} {_cell(v)}" for k, v in fixed.items()),
+    ]
+    if spec.early_terminate is not None:
+        lines.append(f"  early_terminate: {spec.early_terminate.type} (parsed; pruning is not applied yet)")
+    return lines
+
+
+def dry_run(spec: Spec, spec_path: Path, out: TextIO) -> None:
+    for line in describe(spec, spec_path):
+        print(line, file=out)
+    if spec.method == "bayes":
+        print(f"Optuna TPE proposes up to {spec.run_cap} trials from:", file=out)
+        for name, p in spec.parameters.items():
+            print(f"  {name}: {p.model_dump(exclude_none=True)}", file=out)
+        return
+    for line in plan_table(spec, expand(spec)):
+        print("  " + line, file=out)
+
+
+def launch(spec_path: str | Path, address: str | None = None, dry: bool = False, verbose: bool = False,
+           out: TextIO | None = None) -> Path | None:  # fmt: skip
+    """Run a sweep; return the report's path (None for a dry run)."""
+    out = out or sys.stdout
+    spec_path = Path(spec_path)
+    spec = absolute_paths(load_spec(spec_path))
+    configs = expand(spec)
+    if dry:
+        dry_run(spec, spec_path, out)
+        return None
+    for line in describe(spec, spec_path):
+        print(line, file=out)
+    sweep_dir = Path(spec.output.trials_dir) / spec.name
+    moved = set_aside(sweep_dir)
+    if moved:
+        print(f"An earlier sweep '{spec.name}' was moved to {moved}", file=out)
+
+    print("Preparing data and tokenizer ...", file=out, flush=True)
+    from sweeper.prepare import prepare_data, save_prepared
+
+    prepared = prepare_data(spec)
+    summary = prepared.summary()
+    print(f"  {summary['rows']}; {summary['n_train']} train / {summary['n_test']} held out; "
+          f"system prompt via {summary['system_turn']}", file=out)  # fmt: skip
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    save_prepared(prepared, sweep_dir / "data")
+    meta = sweep_meta(spec, spec_path, summary)
+    write_json(sweep_dir / SWEEP_FILE, meta)
+
+    from sweeper import raytune
+
+    started = time.monotonic()
+    print(f"Starting Ray ({'cluster ' + address if address else 'local, on 127.0.0.1'}) ...", file=out, flush=True)
+    try:
+        resources = raytune.init_ray(address, spec.resources.num_cpus, verbose)
+        gpus = resolve_gpus(spec, resources)
+        meta["host"]["ray"] = {"address": address or "local", "resources": resources, "gpus_per_trial": gpus}
+        meta["host"]["hardware"] = hardware_text(resources)
+        print(f"  Ray up in {time.monotonic() - started:.1f} s: {hardware_text(resources)}; "
+              f"{spec.resources.cpus_per_trial:g} CPU and {gpus:g} GPU per trial", file=out)  # fmt: skip
+        write_json(sweep_dir / SWEEP_FILE, meta)
+        counts = raytune.run_sweep(spec, configs, prepared.train, prepared.test, Path(spec.output.trials_dir), gpus)
+    finally:
+        meta["finished_at"] = _now()
+        meta["wall_s"] = round(time.monotonic() - started, 1)
+        write_json(sweep_dir / SWEEP_FILE, meta)
+        raytune.shutdown_ray()
+    sweep = load_sweep(sweep_dir)
+    report = write_report(sweep, Path(spec.output.reports_dir))
+    best = best_trial(sweep, spec.metric.name, spec.metric.goal)
+    statuses = ", ".join(f"{n} {s}" for s, n in sorted(sweep.by_status().items()))
+    print(f"Sweep '{spec.name}' finished in {counts.get('wall_s', meta['wall_s'])} s: {statuses}", file=out)
+    if best is not None:
+        print(f"Best trial {best.trial_id} ({best.params}): {spec.metric.name} = {best.value(spec.metric.name):.4g}",
+              file=out)  # fmt: skip
+    print(f"Trials: {sweep_dir}", file=out)
+    print(f"Report: {report}", file=out)
+    return report
+
+
+def absolute_paths(spec: Spec) -> Spec:
+    """Paths relative to the working directory, made absolute (Ray runs trials in their own folders)."""
+    updates: dict[str, Any] = {}
+    if Path(spec.model.name_or_path).exists():
+        updates["model"] = spec.model.model_copy(update={"name_or_path": str(Path(spec.model.name_or_path).resolve())})
+    if Path(spec.data.path).exists():
+        updates["data"] = spec.data.model_copy(update={"path": str(Path(spec.data.path).resolve())})
+    updates["output"] = spec.output.model_copy(
+        update={"trials_dir": str(Path(spec.output.trials_dir).resolve()),
+                "reports_dir": str(Path(spec.output.reports_dir).resolve())}  # fmt: skip
+    )
+    return spec.model_copy(update=updates)
+
+
+def set_aside(sweep_dir: Path) -> Path | None:
+    """Keep an earlier sweep of the same name: move it to <name>-<timestamp> instead of mixing trials."""
+    if not sweep_dir.exists() or not any(sweep_dir.iterdir()):
+        return None
+    stamp = datetime.fromtimestamp(sweep_dir.stat().st_mtime, UTC).strftime("%Y%m%d-%H%M%S")
+    target = sweep_dir.with_name(f"{sweep_dir.name}-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = sweep_dir.with_name(f"{sweep_dir.name}-{stamp}-{n}")
+    sweep_dir.rename(target)
+    return target
+
+
+def resolve_gpus(spec: Spec, resources: dict[str, float]) -> float:
+    gpus = spec.resources.gpus_per_trial
+    if gpus is None:
+        return 1.0 if resources.get("GPU", 0) >= 1 else 0.0
+    if gpus > 0 and resources.get("GPU", 0) < gpus:
+        raise SweeperError(
+            f"resources.gpus_per_trial: {gpus:g} GPU per trial asked, but the Ray cluster has "
+            f"{resources.get('GPU', 0):g}: set gpus_per_trial to 0 for CPU or launch with --address on a GPU cluster"
+        )
+    return float(gpus)
+
+
+def hardware_text(resources: dict[str, float]) -> str:
+    cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
+    text = f"{cpus:g} CPUs ({platform.machine()}, {platform.system()})"
+    return text + (f", {gpus:g} GPUs" if gpus else ", no GPU")
+
+
+def sweep_meta(spec: Spec, spec_path: Path, data_summary: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "spec_path": str(spec_path),
+        "spec_hash": spec_hash(spec_path),
+        "spec_text": spec_path.read_text(encoding="utf-8"),
+        "spec": spec.model_dump(mode="json"),
+        "metric": spec.metric.model_dump(),
+        "swept": swept_names(spec),
+        "n_planned": n_trials(spec),
+        "data": data_summary,
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "host": {"hardware": f"{os.cpu_count()} CPUs ({platform.machine()})", "python": platform.python_version()},
+        "started_at": _now(),
+        "finished_at": None,
+    }
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in VERSIONED:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _cell(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,446 @@
+"""Sweep specs: YAML in, validated pydantic models out.
+
+The layout follows W&B Sweeps (``name``, ``method``, ``metric``, ``parameters``, ``run_cap``,
+``early_terminate``) plus sweeper's own sections (``model``, ``data``, ``training``, ``resources``,
+``output``). Parameter and field names are TRL ``DPOConfig`` / ``TrainingArguments`` names verbatim.
+
+Validation happens once, here; every problem becomes one line ``file: dotted.key: message``.
+Light module: imports neither torch nor ray.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from sweeper.errors import SpecError
+
+Scalar = float | int | str | bool
+
+# ---------------------------------------------------------------------------------------------
+# Known values, checked here so a typo fails before anything heavy is imported.
+# ---------------------------------------------------------------------------------------------
+
+LR_SCHEDULER_TYPES = (
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+    "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "warmup_stable_decay",
+)  # fmt: skip
+OPTIMIZERS = (
+    "adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adagrad", "rmsprop",
+    "adamw_bnb_8bit", "adamw_8bit", "paged_adamw_32bit", "paged_adamw_8bit",
+    "lion_8bit", "lion_32bit", "paged_lion_32bit", "paged_lion_8bit",
+)  # fmt: skip
+LOSS_TYPES = (
+    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+    "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm",
+)  # fmt: skip
+# Metrics TRL's DPOTrainer logs every logging step (eval adds the ``eval_`` prefix).
+TRAIN_METRICS = (
+    "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected",
+    "logps/chosen", "logps/rejected", "logits/chosen", "logits/rejected", "loss",
+)  # fmt: skip
+BUILTIN_PREFIX = "builtin:"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# sweeper sections
+# ---------------------------------------------------------------------------------------------
+
+
+class LoraSection(_Section):
+    r: Annotated[int, Field(gt=0, description="LoRA rank")] = 16
+    lora_alpha: Annotated[float, Field(gt=0, description="LoRA scaling numerator (alpha / r)")] = 32
+    lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    # "all-linear" is PEFT's shorthand for every linear layer but the output head (QLoRA paper setup).
+    target_modules: str | list[str] = "all-linear"
+
+
+class ModelSection(_Section):
+    # A Hub id (mistralai/Mistral-7B-Instruct-v0.2), a local folder, or builtin:tiny-mistral.
+    name_or_path: Annotated[str, Field(min_length=1)]
+    revision: str | None = None
+    # 4bit = bitsandbytes nf4 (QLoRA); 8bit = LLM.int8; none = plain LoRA on the 16/32-bit base.
+    quantization: Literal["4bit", "8bit", "none"] = "4bit"
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = "nf4"
+    bnb_4bit_use_double_quant: bool = True
+    trust_remote_code: bool = False
+    lora: LoraSection = LoraSection()
+
+
+class DataSection(_Section):
+    # A Hub dataset id (Intel/orca_dpo_pairs), a local .json/.jsonl/.parquet file, or builtin:synthetic.
+    path: Annotated[str, Field(min_length=1)]
+    format: Literal["orca", "prompt_chosen_rejected"] = "orca"
+    split: str = "train"
+    # Held-out rows: a fraction (< 1) or a count (>= 1); 0 keeps every row for training.
+    test_size: Annotated[float, Field(ge=0)] = 0.1
+    # DPOConfig.max_length: prompt + completion tokens; longer sequences are truncated.
+    max_length: Annotated[int, Field(gt=0)] = 1024
+    # Use only the first rows after shuffling (quick looks at a big set); None = all.
+    max_rows: Annotated[int, Field(gt=0)] | None = None
+
+
+class TrainingSection(_Section):
+    """Fixed DPOConfig fields; any of them can be swept under ``parameters`` instead."""
+
+    per_device_train_batch_size: Annotated[int, Field(gt=0)] = 8
+    # Used to reach a larger effective batch than fits in memory.
+    gradient_accumulation_steps: Annotated[int, Field(gt=0)] = 1
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 5e-5
+    # DPO temperature: higher keeps the policy closer to the reference.
+    beta: Annotated[float, Field(gt=0)] = 0.1
+    loss_type: str = "sigmoid"
+    num_train_epochs: Annotated[float, Field(gt=0)] = 1.0
+    # -1 trains for num_train_epochs; a positive value stops after that many optimizer steps.
+    max_steps: Annotated[int, Field(ge=-1)] = -1
+    lr_scheduler_type: str = "cosine"
+    optim: str = "paged_adamw_32bit"
+    # A float < 1 is a fraction of all steps (transformers 5 dropped warmup_ratio).
+    warmup_steps: Annotated[float, Field(ge=0)] = 0.1
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    max_grad_norm: Annotated[float, Field(gt=0)] = 1.0
+    # Dense logs give the pruner a curve to read; TRL's default of 10 is too sparse for short trials.
+    logging_steps: Annotated[int, Field(gt=0)] = 1
+    # Evaluate on the held-out split every N steps (adds eval_* metrics); None = no evaluation.
+    eval_steps: Annotated[int, Field(gt=0)] | None = None
+    gradient_checkpointing: bool = True
+    # None = bf16 where the GPU supports it, fp32 on CPU.
+    bf16: bool | None = None
+    seed: int = 42
+
+    @field_validator("lr_scheduler_type")
+    @classmethod
+    def _known_scheduler(cls, value: str) -> str:
+        return _one_of(value, LR_SCHEDULER_TYPES)
+
+    @field_validator("optim")
+    @classmethod
+    def _known_optim(cls, value: str) -> str:
+        return _one_of(value, OPTIMIZERS)
+
+    @field_validator("loss_type")
+    @classmethod
+    def _known_loss(cls, value: str) -> str:
+        return _one_of(value, LOSS_TYPES)
+
+
+class ResourcesSection(_Section):
+    cpus_per_trial: Annotated[float, Field(gt=0)] = 1
+    # None = 1 GPU per trial when the Ray cluster has GPUs, else 0. Multi-GPU trials are not supported.
+    gpus_per_trial: Annotated[float, Field(ge=0, le=1)] | None = None
+    # None = as many as the resources allow.
+    max_concurrent_trials: Annotated[int, Field(gt=0)] | None = None
+    # CPUs of the local Ray instance started by launch (ignored with --address); None = all.
+    num_cpus: Annotated[int, Field(gt=0)] | None = None
+
+
+class OutputSection(_Section):
+    trials_dir: str = "trials"
+    reports_dir: str = "reports"
+
+
+# ---------------------------------------------------------------------------------------------
+# W&B-style sections
+# ---------------------------------------------------------------------------------------------
+
+
+class MetricSection(_Section):
+    name: str = "rewards/margins"
+    goal: Literal["maximize", "minimize"] = "maximize"
+
+
+DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform", "q_uniform", "categorical")
+
+
+class Parameter(_Section):
+    values: list[Scalar] | None = None
+    value: Scalar | None = None
+    distribution: Literal["uniform", "log_uniform_values", "int_uniform", "q_uniform", "categorical"] | None = None
+    min: float | None = None
+    max: float | None = None
+    q: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Parameter:
+        given = [k for k in ("values", "value") if getattr(self, k) is not None]
+        ranged = self.min is not None or self.max is not None
+        if self.distribution == "categorical" and self.values is None:
+            raise ValueError("distribution: categorical needs 'values: [...]'")
+        if len(given) > 1 or (given and ranged):
+            raise ValueError("give exactly one of 'values: [...]', 'value: x' or 'distribution' with min/max")
+        if self.values is not None and not self.values:
+            raise ValueError("'values' is empty: list at least one value")
+        if not given and not ranged and self.distribution is None:
+            raise ValueError("give 'values: [...]', 'value: x' or 'distribution' with 'min' and 'max'")
+        if ranged or self.distribution not in (None, "categorical"):
+            if self.min is None or self.max is None:
+                raise ValueError("a distribution needs both 'min' and 'max'")
+            if self.min >= self.max:
+                raise ValueError(f"'min' must be below 'max', got min={self.min}, max={self.max}")
+            if self.kind == "log_uniform_values" and self.min <= 0:
+                raise ValueError(f"log_uniform_values needs min > 0, got min={self.min}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """values | value | one of DISTRIBUTIONS (min/max without a distribution means uniform)."""
+        if self.values is not None:
+            return "values"
+        if self.value is not None:
+            return "value"
+        if self.distribution is not None:
+            return self.distribution
+        both_int = float(self.min or 0).is_integer() and float(self.max or 0).is_integer()
+        return "int_uniform" if both_int else "uniform"
+
+
+class EarlyTerminate(BaseModel):
+    """Parsed now; the pruning adapter reads the pruner's own arguments."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: Literal["optuna", "hyperband"]
+
+
+# Names that may be swept: every TrainingSection field, plus model-level ones.
+MODEL_PARAMETERS = {"quantization": ("model", "quantization"), "lora_r": ("model", "lora", "r"),
+                    "lora_alpha": ("model", "lora", "lora_alpha"),
+                    "lora_dropout": ("model", "lora", "lora_dropout"),
+                    "max_length": ("data", "max_length")}  # fmt: skip
+SWEEPABLE = tuple(TrainingSection.model_fields) + tuple(MODEL_PARAMETERS)
+
+
+class Spec(_Section):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
+    description: str | None = None
+    method: Literal["grid", "random", "bayes"] = "grid"
+    metric: MetricSection = MetricSection()
+    parameters: dict[str, Parameter] = {}
+    # Most trials to run: required for random/bayes, caps a grid.
+    run_cap: Annotated[int, Field(gt=0)] | None = None
+    early_terminate: EarlyTerminate | None = None
+    # Seed for random sampling of trial configs.
+    seed: int = 0
+    model: ModelSection
+    data: DataSection
+    training: TrainingSection = TrainingSection()
+    resources: ResourcesSection = ResourcesSection()
+    output: OutputSection = OutputSection()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Spec:
+        if self.method in ("random", "bayes") and self.run_cap is None:
+            raise ValueError(f"method '{self.method}' samples trials: set 'run_cap' (how many trials to run)")
+        for name, param in self.parameters.items():
+            if self.method == "grid" and param.kind not in ("values", "value"):
+                raise ValueError(
+                    f"parameters.{name}: method 'grid' needs 'values: [...]'; "
+                    "use method 'random' or 'bayes' for distributions"
+                )
+        if self.metric.name.startswith("eval_") and self.training.eval_steps is None:
+            raise ValueError(
+                f"metric.name '{self.metric.name}' is an evaluation metric but evaluation is off: "
+                "set training.eval_steps, or use a train metric such as 'rewards/margins'"
+            )
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks of parameter values against the field they override
+# ---------------------------------------------------------------------------------------------
+
+
+def _one_of(value: str, allowed: tuple[str, ...]) -> str:
+    if value in allowed:
+        return value
+    raise ValueError(f"unknown value '{value}'{_did_you_mean(value, allowed)}; allowed: {', '.join(allowed)}")
+
+
+def _did_you_mean(word: str, candidates: Any) -> str:
+    close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _field_adapter(name: str) -> TypeAdapter[Any]:
+    """A validator for one swept value, with the same type, bounds and checks as the field it overrides."""
+    path = MODEL_PARAMETERS.get(name, ("training", name))
+    model: type[BaseModel] = Spec
+    for part in path[:-1]:
+        model = model.model_fields[part].annotation  # type: ignore[assignment]
+    field = model.model_fields[path[-1]]
+    extras = (*field.metadata, *_field_validators(model, path[-1]))
+    if not extras:
+        return TypeAdapter(field.annotation)
+    return TypeAdapter(Annotated[(field.annotation, *extras)])  # type: ignore[misc]
+
+
+def _field_validators(model: type[BaseModel], field: str) -> list[Any]:
+    from pydantic import AfterValidator
+
+    allowed = {"lr_scheduler_type": LR_SCHEDULER_TYPES, "optim": OPTIMIZERS, "loss_type": LOSS_TYPES}
+    if model is TrainingSection and field in allowed:
+        choices = allowed[field]
+        return [AfterValidator(lambda v: _one_of(v, choices))]
+    return []
+
+
+def parameter_values(name: str, param: Parameter) -> list[Any]:
+    """The listed values of a parameter, each validated (and converted: "1e-6" -> 1e-6) for its field."""
+    adapter = _field_adapter(name)
+    raw = param.values if param.values is not None else [param.value]
+    return [adapter.validate_python(v) for v in raw]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a sweep spec; raise SpecError with one line per problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: spec file not found: check the path (specs live in sweeps/*.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"{path}: {where}invalid YAML: {problem}: fix the syntax") from None
+    return parse_spec(raw, source=str(path))
+
+
+def parse_spec(raw: Any, source: str = "<spec>") -> Spec:
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: the spec must be a YAML mapping (name:, method:, model:, ...), got {_kind(raw)}")
+    try:
+        spec = Spec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError("\n".join(_format_errors(exc, raw, source))) from None
+    problems = list(_parameter_problems(spec, source))
+    if problems:
+        raise SpecError("\n".join(problems))
+    return spec
+
+
+def spec_hash(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
+def _parameter_problems(spec: Spec, source: str) -> Any:
+    for name, param in spec.parameters.items():
+        key = f"parameters.{name}"
+        if name not in SWEEPABLE:
+            yield (
+                f"{source}: {key}: '{name}' is not a sweepable parameter{_did_you_mean(name, SWEEPABLE)}; "
+                "use DPOConfig names such as learning_rate, per_device_train_batch_size, "
+                "gradient_accumulation_steps, beta"
+            )
+            continue
+        if param.kind in ("values", "value"):
+            raw = param.values if param.values is not None else [param.value]
+            adapter = _field_adapter(name)
+            for i, value in enumerate(raw):
+                try:
+                    adapter.validate_python(value)
+                except ValidationError as exc:
+                    sub = f"values[{i}]" if param.values is not None else "value"
+                    yield f"{source}: {key}.{sub}: {_message(exc.errors()[0], value)}"
+        elif name in MODEL_PARAMETERS and name != "lora_dropout" and name != "max_length":
+            yield f"{source}: {key}: '{name}' takes 'values: [...]', not a distribution"
+
+
+def _format_errors(exc: ValidationError, raw: dict[str, Any], source: str) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        key = _dotted(err["loc"])
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(loc[:-1])
+            hint = _did_you_mean(loc[-1], parent.model_fields) if parent else ""
+            allowed = f"; allowed keys: {', '.join(parent.model_fields)}" if parent else ""
+            lines.append(f"{source}: {key}: unknown key{hint}{allowed}")
+        elif err["type"] == "missing":
+            lines.append(f"{source}: {key}: required key is missing: add it")
+        else:
+            value = _lookup(raw, err["loc"])
+            lines.append(f"{source}: {key}: {_message(err, value)}")
+    return lines
+
+
+def _message(err: Any, value: Any) -> str:
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] in ("value_error", "assertion_error"):
+        return msg
+    return f"{msg[0].lower()}{msg[1:]}, got {value!r}"
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for p in loc:
+        if isinstance(p, int):
+            parts[-1] = f"{parts[-1]}[{p}]" if parts else f"[{p}]"
+        elif not re.fullmatch(r"function-after\[.*\]|literal\[.*\]|list\[.*\]|str|int|float|bool", str(p)):
+            parts.append(str(p))
+    return ".".join(parts) or "(top level)"
+
+
+def _model_at(loc: list[str]) -> type[BaseModel] | None:
+    """The section model that a location points into (for the keys it allows)."""
+    model: Any = Spec
+    i = 0
+    while i < len(loc):
+        if model is Spec and loc[i] == "parameters":
+            if i + 1 >= len(loc):
+                return None
+            model, i = Parameter, i + 2
+            continue
+        field = model.model_fields.get(loc[i])
+        if field is None:
+            return None
+        model = _unwrap_optional(field.annotation)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        i += 1
+    return model
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    args = getattr(annotation, "__args__", None)
+    if args:
+        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        if models:
+            return models[0]
+    return annotation
+
+
+def _lookup(raw: Any, loc: tuple[Any, ...]) -> Any:
+    node = raw
+    for p in loc:
+        try:
+            node = node[p]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
+def _kind(value: Any) -> str:
+    return "nothing (empty file)" if value is None else type(value).__name__

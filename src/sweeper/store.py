@@ -1,0 +1,131 @@
+"""Reading a sweep's records from trials/<name>/: what Ray wrote per trial plus our sweep.json.
+
+Layout (Ray's storage, one folder per trial):
+    trials/<name>/sweep.json                       spec, hashes, versions, host, times (written by launch)
+    trials/<name>/<trial>/params.json              {"params": {swept values}}
+    trials/<name>/<trial>/result.json              one JSON object per reported result
+    trials/<name>/<trial>/error.txt                present when the trial failed
+    trials/<name>/<trial>/checkpoint_000000/       the trained LoRA adapter
+
+Light module: imports neither torch nor ray.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sweeper.errors import TrialsError
+
+SWEEP_FILE = "sweep.json"
+DONE = "sweeper/done"
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    path: Path
+    params: dict[str, Any]
+    status: str  # completed | error | unfinished
+    curve: list[dict[str, Any]] = field(default_factory=list)  # every logged step, in order
+    final: dict[str, Any] = field(default_factory=dict)  # the last result (the final summary when completed)
+    error: str | None = None
+
+    def value(self, metric: str) -> float | None:
+        """The trial's last reported value of a metric."""
+        for row in reversed([*self.curve, self.final]):
+            if isinstance(row.get(metric), int | float):
+                return float(row[metric])
+        return None
+
+    @property
+    def adapter_path(self) -> Path | None:
+        checkpoints = sorted(self.path.glob("checkpoint_*"))
+        return checkpoints[-1] if checkpoints else None
+
+
+@dataclass
+class SweepRecord:
+    path: Path
+    meta: dict[str, Any]
+    trials: list[TrialRecord]
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", self.path.name))
+
+    def by_status(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for t in self.trials:
+            counts[t.status] = counts.get(t.status, 0) + 1
+        return counts
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (a crash never leaves half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def load_sweep(path: str | Path) -> SweepRecord:
+    path = Path(path)
+    meta_file = path / SWEEP_FILE
+    if not meta_file.is_file():
+        raise TrialsError(
+            f"{path}: not a sweep folder ({SWEEP_FILE} is missing): "
+            "pass trials/<sweep name> as written by 'python -m sweeper launch'"
+        )
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise TrialsError(f"{meta_file}: unreadable JSON ({exc.msg}, line {exc.lineno})") from None
+    trials = [load_trial(d) for d in sorted(path.iterdir()) if (d / "params.json").is_file()]
+    return SweepRecord(path=path, meta=meta, trials=trials)
+
+
+def load_trial(path: Path) -> TrialRecord:
+    params = json.loads((path / "params.json").read_text(encoding="utf-8")).get("params", {})
+    results = read_results(path / "result.json")
+    error_file = path / "error.txt"
+    error = error_file.read_text(encoding="utf-8", errors="replace") if error_file.is_file() else None
+    done = bool(results) and bool(results[-1].get(DONE))
+    status = "completed" if done else "error" if error is not None else "unfinished"
+    curve = [r for r in results if not r.get(DONE)]
+    trial_id = "_".join(path.name.split("_")[:2])  # Ray's trial id starts our folder names
+    return TrialRecord(
+        trial_id=trial_id,
+        path=path,
+        params=params,
+        status=status,
+        curve=curve,
+        final=results[-1] if results else {},
+        error=error,
+    )
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """Ray's result.json: one JSON object per line; a torn last line (crash mid-write) is ignored."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def best_trial(sweep: SweepRecord, metric: str, goal: str) -> TrialRecord | None:
+    """The completed trial with the best last value of the metric."""
+    scored = [(t.value(metric), t) for t in sweep.trials if t.status == "completed"]
+    scored = [(v, t) for v, t in scored if v is not None]
+    if not scored:
+        return None
+    pick = max if goal == "maximize" else min
+    return pick(scored, key=lambda vt: vt[0])[1]

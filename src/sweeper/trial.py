@@ -1,0 +1,220 @@
+"""One DPO (Q)LoRA trial: TRL ``DPOTrainer`` + PEFT LoRA + bitsandbytes, reporting every log step.
+
+The only module (with ``sweeper.tiny`` and ``sweeper.prepare``) that imports torch, transformers, TRL
+and PEFT. It knows nothing of Ray: the caller passes ``report(metrics, checkpoint_dir)``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, TrainerCallback
+
+from sweeper import memory
+from sweeper.space import effective_batch
+from sweeper.tiny import resolve_model
+
+# Our own metrics carry this prefix so they never collide with TRL's.
+PREFIX = "sweeper/"
+Report = Callable[[dict[str, Any], str | None], None]
+
+
+def set_threads(cpus: float) -> int:
+    """Torch threads = the trial's CPU share (2 threads fighting over 1 core made steps 15-50x slower)."""
+    threads = max(1, int(cpus))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def use_cuda() -> bool:
+    return torch.cuda.is_available()
+
+
+def quantization_config(model: dict[str, Any], compute_dtype: torch.dtype) -> BitsAndBytesConfig | None:
+    if model["quantization"] == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=model["bnb_4bit_quant_type"],
+            bnb_4bit_use_double_quant=model["bnb_4bit_use_double_quant"],
+            bnb_4bit_compute_dtype=compute_dtype,
+        )
+    if model["quantization"] == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return None
+
+
+def load_model(model: dict[str, Any], bf16: bool) -> tuple[Any, Any]:
+    """Tokenizer and base model, loaded fresh for this trial (no state shared between trials)."""
+    path = resolve_model(model["name_or_path"])
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(
+        path, revision=model["revision"], trust_remote_code=model["trust_remote_code"]
+    )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    base = AutoModelForCausalLM.from_pretrained(
+        path,
+        revision=model["revision"],
+        trust_remote_code=model["trust_remote_code"],
+        quantization_config=quantization_config(model, dtype),
+        dtype=dtype,
+        device_map={"": 0} if use_cuda() else None,
+    )
+    base.config.use_cache = False  # incompatible with gradient checkpointing
+    return tokenizer, base
+
+
+def lora_config(model: dict[str, Any]) -> Any:
+    from peft import LoraConfig
+
+    lora = model["lora"]
+    return LoraConfig(
+        r=lora["r"],
+        lora_alpha=lora["lora_alpha"],
+        lora_dropout=lora["lora_dropout"],
+        target_modules=lora["target_modules"],
+        task_type="CAUSAL_LM",
+    )
+
+
+def dpo_config(training: dict[str, Any], data: dict[str, Any], output_dir: str, bf16: bool, has_eval: bool) -> Any:
+    from trl import DPOConfig
+
+    evaluate = has_eval and training["eval_steps"] is not None
+    return DPOConfig(
+        output_dir=output_dir,
+        per_device_train_batch_size=training["per_device_train_batch_size"],
+        per_device_eval_batch_size=training["per_device_train_batch_size"],
+        gradient_accumulation_steps=training["gradient_accumulation_steps"],
+        learning_rate=training["learning_rate"],
+        beta=training["beta"],
+        loss_type=[training["loss_type"]],
+        num_train_epochs=training["num_train_epochs"],
+        max_steps=training["max_steps"],
+        lr_scheduler_type=training["lr_scheduler_type"],
+        optim=training["optim"],
+        warmup_steps=training["warmup_steps"],
+        weight_decay=training["weight_decay"],
+        max_grad_norm=training["max_grad_norm"],
+        logging_steps=training["logging_steps"],
+        eval_strategy="steps" if evaluate else "no",
+        eval_steps=training["eval_steps"] if evaluate else None,
+        gradient_checkpointing=training["gradient_checkpointing"],
+        seed=training["seed"],
+        max_length=data["max_length"],
+        bf16=bf16,
+        use_cpu=not use_cuda(),
+        save_strategy="no",  # the adapter is saved once at the end, as the trial's checkpoint
+        report_to=[],
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+
+
+class MemoryMeter:
+    """Peak memory of this trial's process: CUDA allocated/reserved (reset at start), NVML device, RSS."""
+
+    def __init__(self) -> None:
+        self.cuda = use_cuda()
+        self.nvml_peak: float | None = None
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+
+    def read(self) -> dict[str, float]:
+        out = {f"{PREFIX}peak_rss_mb": round(memory.peak_rss_mb(), 1)}
+        if self.cuda:
+            out[f"{PREFIX}cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / memory.MIB, 1)
+            out[f"{PREFIX}cuda_max_reserved_mb"] = round(torch.cuda.max_memory_reserved() / memory.MIB, 1)
+            used = memory.nvml_used_mb(torch.cuda.current_device())
+            if used is not None:
+                self.nvml_peak = max(self.nvml_peak or 0.0, used)
+                out[f"{PREFIX}nvml_peak_used_mb"] = round(self.nvml_peak, 1)
+        return out
+
+
+class ReportCallback(TrainerCallback):
+    """Forwards every TRL log (train and eval) with examples/tokens seen, time and memory."""
+
+    def __init__(self, report: Report, examples_per_step: int, started: float, meter: MemoryMeter) -> None:
+        self.report = report
+        self.examples_per_step = examples_per_step
+        self.started = started
+        self.meter = meter
+        self.last: dict[str, Any] = {}
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        if not logs or "train_runtime" in logs:  # the end-of-training summary is reported as the final result
+            return
+        metrics = {k: v for k, v in logs.items() if isinstance(v, int | float)}
+        metrics.update(self.progress(state.global_step))
+        if "num_tokens" in logs:
+            metrics[f"{PREFIX}tokens_seen"] = int(logs["num_tokens"])
+        self.last = metrics
+        self.report(metrics, None)
+
+    def progress(self, step: int) -> dict[str, Any]:
+        return {
+            f"{PREFIX}step": step,
+            f"{PREFIX}examples_seen": step * self.examples_per_step,
+            f"{PREFIX}elapsed_s": round(time.monotonic() - self.started, 3),
+            **self.meter.read(),
+        }
+
+
+def run_trial(
+    settings: dict[str, Any],
+    train_rows: list[dict[str, str]],
+    eval_rows: list[dict[str, str]],
+    report: Report,
+    cpus: float = 1,
+    callbacks: list[Any] | None = None,
+) -> dict[str, Any]:
+    """Train one DPO trial; report every log step, then a final result with the adapter as checkpoint."""
+    from datasets import Dataset
+    from trl import DPOTrainer
+
+    started = time.monotonic()
+    threads = set_threads(cpus)
+    meter = MemoryMeter()
+    training, data, model_s = settings["training"], settings["data"], settings["model"]
+    bf16 = training["bf16"] if training["bf16"] is not None else bool(use_cuda() and torch.cuda.is_bf16_supported())
+    tokenizer, base = load_model(model_s, bf16)
+    load_s = time.monotonic() - started
+    examples_per_step = effective_batch(training)
+    forward = ReportCallback(report, examples_per_step, started, meter)
+    with tempfile.TemporaryDirectory(prefix="sweeper-trial-") as work:
+        trainer = DPOTrainer(
+            model=base,
+            ref_model=None,  # with peft_config the reference is the base with the adapter disabled
+            args=dpo_config(training, data, work, bf16, bool(eval_rows)),
+            train_dataset=Dataset.from_list(train_rows),
+            eval_dataset=Dataset.from_list(eval_rows) if eval_rows and training["eval_steps"] else None,
+            processing_class=tokenizer,
+            peft_config=lora_config(model_s),
+            callbacks=[forward, *(callbacks or [])],
+        )
+        output = trainer.train()
+        adapter_dir = Path(work) / "adapter"
+        trainer.save_model(str(adapter_dir))
+        final = {
+            **forward.last,
+            **forward.progress(trainer.state.global_step),
+            f"{PREFIX}done": 1,
+            f"{PREFIX}load_s": round(load_s, 3),
+            f"{PREFIX}train_s": round(float(output.metrics.get("train_runtime", 0.0)), 3),
+            f"{PREFIX}torch_threads": threads,
+            f"{PREFIX}n_train_rows": len(train_rows),
+            f"{PREFIX}device": "cuda" if use_cuda() else "cpu",
+        }
+        if use_cuda():
+            final[f"{PREFIX}gpu_name"] = torch.cuda.get_device_name()
+        report(final, str(adapter_dir))
+    del trainer, base
+    if use_cuda():
+        torch.cuda.empty_cache()
+    return final
