@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> None:
         from sweeper.store import load_sweep
 
         sweep = load_sweep(args.trials)
-        reports_dir = args.reports_dir or Path(sweep.meta.get("spec", {}).get("output", {}).get("reports_dir", "reports"))
+        spec_output = sweep.meta.get("spec", {}).get("output", {})
+        reports_dir = args.reports_dir or Path(spec_output.get("reports_dir", "reports"))
         print(f"Report: {write_report(sweep, reports_dir)}")
 
 

@@ -39,8 +39,9 @@ def plan_table(spec: Spec, configs: list[dict[str, Any]]) -> list[str]:
 
 def describe(spec: Spec, spec_path: Path) -> list[str]:
     model, data = spec.model, spec.data
+    length = "max_steps" if spec.training.max_steps > 0 else "num_train_epochs"
     shown = ("per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "optim",
-             "lr_scheduler_type", "beta", "max_steps" if spec.training.max_steps > 0 else "num_train_epochs")  # fmt: skip
+             "lr_scheduler_type", "beta", length)  # fmt: skip
     fixed = {k: getattr(spec.training, k) for k in shown if k not in spec.parameters}
     lines = [
         f"Sweep '{spec.name}' from {spec_path}: method {spec.method}, {n_trials(spec)} trial(s), "

@@ -11,8 +11,14 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweeper.data import format_rows, load_valid_rows, make_prompt_renderer, split_rows, template_accepts_system
-from sweeper.data import RowReport
+from sweeper.data import (
+    RowReport,
+    format_rows,
+    load_valid_rows,
+    make_prompt_renderer,
+    split_rows,
+    template_accepts_system,
+)
 from sweeper.spec import Spec
 
 

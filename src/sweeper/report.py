@@ -29,7 +29,7 @@ def render_report(sweep: SweepRecord) -> str:
     errors = [t for t in sweep.trials if t.status == "error"]
     if errors:
         lines += ["", "## Errors", ""]
-        lines += [f"- `{t.trial_id}`: {_last_line(t.error)} (full traceback: `{t.path.name}/error.txt`)" for t in errors]
+        lines += [f"- `{t.trial_id}`: {_last_line(t.error)} (traceback: `{t.path.name}/error.txt`)" for t in errors]
     return "\n".join(lines) + "\n"
 
 
@@ -80,8 +80,8 @@ def _verdict(sweep: SweepRecord, best: TrialRecord | None, metric: str, goal: st
     else:
         line += " (the only completed trial)."
     lines = [line]
-    if best.adapter_path is not None:
-        lines += ["", f"Adapter: `{best.adapter_path.relative_to(sweep.path.parent)}`"]
+    if best.adapter is not None:
+        lines += ["", f"Adapter: `{best.adapter.relative_to(sweep.path.parent)}`"]
     return lines
 
 

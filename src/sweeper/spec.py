@@ -247,7 +247,7 @@ class Spec(_Section):
     @model_validator(mode="after")
     def _cross_checks(self) -> Spec:
         if self.method in ("random", "bayes") and self.run_cap is None:
-            raise ValueError(f"method '{self.method}' samples trials: set 'run_cap' (how many trials to run)")
+            raise ValueError(f"run_cap: method '{self.method}' samples trials: set run_cap (how many trials to run)")
         for name, param in self.parameters.items():
             if self.method == "grid" and param.kind not in ("values", "value"):
                 raise ValueError(
@@ -256,7 +256,7 @@ class Spec(_Section):
                 )
         if self.metric.name.startswith("eval_") and self.training.eval_steps is None:
             raise ValueError(
-                f"metric.name '{self.metric.name}' is an evaluation metric but evaluation is off: "
+                f"metric.name: '{self.metric.name}' is an evaluation metric but evaluation is off: "
                 "set training.eval_steps, or use a train metric such as 'rewards/margins'"
             )
         return self
@@ -380,6 +380,8 @@ def _format_errors(exc: ValidationError, raw: dict[str, Any], source: str) -> li
             lines.append(f"{source}: {key}: unknown key{hint}{allowed}")
         elif err["type"] == "missing":
             lines.append(f"{source}: {key}: required key is missing: add it")
+        elif not err["loc"] and re.match(r"^[\w.\[\]/]+: ", _message(err, None)):
+            lines.append(f"{source}: {_message(err, None)}")  # a cross-field check names its own key
         else:
             value = _lookup(raw, err["loc"])
             lines.append(f"{source}: {key}: {_message(err, value)}")
@@ -390,7 +392,7 @@ def _message(err: Any, value: Any) -> str:
     msg = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] in ("value_error", "assertion_error"):
         return msg
-    return f"{msg[0].lower()}{msg[1:]}, got {value!r}"
+    return f"{msg[0].lower()}{msg[1:]} (got {value!r})"
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:

@@ -32,6 +32,7 @@ class TrialRecord:
     curve: list[dict[str, Any]] = field(default_factory=list)  # every logged step, in order
     final: dict[str, Any] = field(default_factory=dict)  # the last result (the final summary when completed)
     error: str | None = None
+    adapter: Path | None = None  # the trained LoRA adapter (the trial's last checkpoint)
 
     def value(self, metric: str) -> float | None:
         """The trial's last reported value of a metric."""
@@ -39,11 +40,6 @@ class TrialRecord:
             if isinstance(row.get(metric), int | float):
                 return float(row[metric])
         return None
-
-    @property
-    def adapter_path(self) -> Path | None:
-        checkpoints = sorted(self.path.glob("checkpoint_*"))
-        return checkpoints[-1] if checkpoints else None
 
 
 @dataclass
@@ -103,6 +99,7 @@ def load_trial(path: Path) -> TrialRecord:
         curve=curve,
         final=results[-1] if results else {},
         error=error,
+        adapter=max(path.glob("checkpoint_*"), default=None),
     )
 
 

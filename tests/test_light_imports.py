@@ -1,0 +1,32 @@
+"""Light modules import neither torch nor ray (nor TRL/PEFT/transformers): --help and spec errors stay instant."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from .conftest import ROOT
+
+LIGHT = ["sweeper", "sweeper.errors", "sweeper.spec", "sweeper.space", "sweeper.data", "sweeper.synthetic",
+         "sweeper.store", "sweeper.report", "sweeper.launch", "sweeper.memory", "sweeper.__main__"]  # fmt: skip
+HEAVY = ["torch", "ray", "transformers", "trl", "peft", "bitsandbytes", "datasets"]
+
+
+def test_light_modules_import_no_heavy_framework() -> None:
+    code = (
+        f"import importlib, sys\n"
+        f"for m in {LIGHT!r}: importlib.import_module(m)\n"
+        f"print(sorted(h for h in {HEAVY!r} if h in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT, env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_only_raytune_imports_ray_tune() -> None:
+    sources = sorted((ROOT / "src" / "sweeper").rglob("*.py"))
+    pattern = re.compile(r"from ray import tune|import ray\.tune|from ray\.tune")
+    importers = [p.name for p in sources if pattern.search(p.read_text())]
+    assert importers == ["raytune.py"]
