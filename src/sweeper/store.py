@@ -6,6 +6,8 @@ Layout (Ray's storage, one folder per trial):
     trials/<name>/<trial>/result.json              one JSON object per reported result
     trials/<name>/<trial>/error.txt                present when the trial failed
     trials/<name>/<trial>/checkpoint_000000/       the trained LoRA adapter
+    trials/<name>/<trial>/pruned.json              written by the pruning scheduler when it stopped the trial
+    trials/<name>/<trial>/attempts.json            out-of-memory attempts of the trial (oom: retry_halved)
 
 Light module: imports neither torch nor ray.
 """
@@ -20,7 +22,10 @@ from typing import Any
 from sweeper.errors import TrialsError
 
 SWEEP_FILE = "sweep.json"
+PRUNED_FILE = "pruned.json"
+ATTEMPTS_FILE = "attempts.json"
 DONE = "sweeper/done"
+STATUSES = ("completed", "pruned", "oom", "error", "unfinished")
 
 
 @dataclass
@@ -28,11 +33,16 @@ class TrialRecord:
     trial_id: str
     path: Path
     params: dict[str, Any]
-    status: str  # completed | error | unfinished
+    status: str  # one of STATUSES
     curve: list[dict[str, Any]] = field(default_factory=list)  # every logged step, in order
     final: dict[str, Any] = field(default_factory=dict)  # the last result (the final summary when completed)
     error: str | None = None
     adapter: Path | None = None  # the trained LoRA adapter (the trial's last checkpoint)
+    # pruned.json: {"step", "examples_seen", "value", "reason", "saved_examples", "saved_s"}
+    pruned: dict[str, Any] | None = None
+    # attempts.json: one entry per attempt, e.g. {"per_device_train_batch_size", "gradient_accumulation_steps",
+    # "status": "oom" | "completed", "step"}; empty when the first attempt ran through
+    attempts: list[dict[str, Any]] = field(default_factory=list)
 
     def value(self, metric: str) -> float | None:
         """The trial's last reported value of a metric."""
@@ -88,7 +98,9 @@ def load_trial(path: Path) -> TrialRecord:
     error_file = path / "error.txt"
     error = error_file.read_text(encoding="utf-8", errors="replace") if error_file.is_file() else None
     done = bool(results) and bool(results[-1].get(DONE))
-    status = "completed" if done else "error" if error is not None else "unfinished"
+    pruned = read_json(path / PRUNED_FILE)
+    attempts = read_json(path / ATTEMPTS_FILE) or []
+    status = trial_status(done, pruned is not None, bool(attempts) and attempts[-1].get("status") == "oom", error)
     curve = [r for r in results if not r.get(DONE)]
     trial_id = "_".join(path.name.split("_")[:2])  # Ray's trial id starts our folder names
     return TrialRecord(
@@ -100,7 +112,29 @@ def load_trial(path: Path) -> TrialRecord:
         final=results[-1] if results else {},
         error=error,
         adapter=max(path.glob("checkpoint_*"), default=None),
+        pruned=pruned,
+        attempts=attempts,
     )
+
+
+def trial_status(done: bool, pruned: bool, oom: bool, error: str | None) -> str:
+    if done:
+        return "completed"
+    if pruned:
+        return "pruned"
+    if oom:
+        return "oom"
+    return "error" if error is not None else "unfinished"
+
+
+def read_json(path: Path) -> Any:
+    """A small JSON record, or None when absent or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
