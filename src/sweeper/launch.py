@@ -18,7 +18,16 @@ from typing import Any, TextIO
 
 from sweeper.errors import SweeperError
 from sweeper.report import write_report
-from sweeper.space import effective_batch, expand, n_trials, swept_names, trial_settings
+from sweeper.space import (
+    corner_configs,
+    effective_batch,
+    expand,
+    n_trials,
+    planned_examples,
+    report_interval,
+    swept_names,
+    trial_settings,
+)
 from sweeper.spec import Spec, load_spec, spec_hash
 from sweeper.store import SWEEP_FILE, best_trial, load_sweep, write_json
 
@@ -50,8 +59,11 @@ def describe(spec: Spec, spec_path: Path) -> list[str]:
         f"data {data.path} ({data.format}, max_length {data.max_length})",
         "  fixed: " + ", ".join(f"{k} {_cell(v)}" for k, v in fixed.items()),
     ]
-    if spec.early_terminate is not None:
-        lines.append(f"  early_terminate: {spec.early_terminate.type} (parsed; pruning is not applied yet)")
+    et = spec.early_terminate
+    if et is not None:
+        pruner = "W&B hyperband (as Optuna's HyperbandPruner)" if et.type == "hyperband" else f"Optuna {et.pruner}"
+        lines.append(f"  early_terminate: {pruner} on {spec.metric.name} per {et.step_unit} seen, "
+                     f"margin-hacking guard: {et.guard}")  # fmt: skip
     return lines
 
 
@@ -108,7 +120,9 @@ def launch(spec_path: str | Path, address: str | None = None, dry: bool = False,
         print(f"  Ray up in {time.monotonic() - started:.1f} s: {hardware_text(resources)}; "
               f"{spec.resources.cpus_per_trial:g} CPU and {gpus:g} GPU per trial", file=out)  # fmt: skip
         write_json(sweep_dir / SWEEP_FILE, meta)
-        counts = raytune.run_sweep(spec, configs, prepared.train, prepared.test, Path(spec.output.trials_dir), gpus)
+        gate = pruning_plan(spec, len(prepared.train), prepared.tokens_per_example, sweep_dir)
+        counts = raytune.run_sweep(spec, configs, prepared.train, prepared.test, Path(spec.output.trials_dir), gpus,
+                                   gate=gate)  # fmt: skip
     finally:
         meta["finished_at"] = _now()
         meta["wall_s"] = round(time.monotonic() - started, 1)
@@ -125,6 +139,25 @@ def launch(spec_path: str | Path, address: str | None = None, dry: bool = False,
     print(f"Trials: {sweep_dir}", file=out)
     print(f"Report: {report}", file=out)
     return report
+
+
+def pruning_plan(spec: Spec, n_train: int, tokens_per_example: float, sweep_dir: Path) -> dict[str, Any] | None:
+    """Settings of the sweep's Optuna study, or None when neither pruning nor bayes needs one."""
+    if spec.early_terminate is None and spec.method != "bayes":
+        return None
+    from sweeper import raytune
+    from sweeper.pruning import Budget, common_grid
+
+    trainings = [trial_settings(spec, c)["training"] for c in corner_configs(spec)]
+    scale = tokens_per_example if spec.early_terminate and spec.early_terminate.step_unit == "tokens" else 1.0
+    totals = [planned_examples(t, n_train) for t in trainings]
+    budget = Budget(
+        grid=max(1, int(common_grid([report_interval(t) for t in trainings]) * scale)),
+        min_total=int(min(totals) * scale),
+        max_total=int(max(totals) * scale),
+    )
+    storage = f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
+    return raytune.gate_settings(spec, storage, budget)
 
 
 def absolute_paths(spec: Spec) -> Spec:

@@ -28,6 +28,7 @@ class PreparedData:
     test: list[dict[str, str]]
     rows: RowReport
     system_turn: str  # how the system prompt was rendered: "system role" or "user/assistant/user workaround"
+    tokens_per_example: float  # chosen + rejected sequences (prompt included), truncated to max_length
 
     def summary(self) -> dict[str, object]:
         return {
@@ -35,6 +36,7 @@ class PreparedData:
             "n_train": len(self.train),
             "n_test": len(self.test),
             "system_turn": self.system_turn,
+            "tokens_per_example": round(self.tokens_per_example, 1),
         }
 
 
@@ -58,7 +60,20 @@ def prepare_data(spec: Spec) -> PreparedData:
     tokenizer = load_tokenizer(spec)
     render = make_prompt_renderer(tokenizer)
     turn = "system role" if template_accepts_system(tokenizer) else "user/assistant/user workaround"
-    return PreparedData(format_rows(train, data.format, render), format_rows(test, data.format, render), report, turn)
+    train_rows = format_rows(train, data.format, render)
+    tokens = mean_tokens(tokenizer, train_rows[:256], data.max_length)
+    return PreparedData(train_rows, format_rows(test, data.format, render), report, turn, tokens)
+
+
+def mean_tokens(tokenizer, rows: list[dict[str, str]], max_length: int) -> float:  # type: ignore[no-untyped-def]
+    """Tokens one example costs (what TRL's num_tokens counts): prompt+chosen and prompt+rejected."""
+    if not rows:
+        return 0.0
+    total = 0
+    for row in rows:
+        for answer in (row["chosen"], row["rejected"]):
+            total += min(max_length, len(tokenizer(row["prompt"] + answer)["input_ids"]) + 1)  # + EOS
+    return total / len(rows)
 
 
 def save_prepared(prepared: PreparedData, folder: Path) -> None:

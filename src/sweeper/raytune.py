@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.space import label, swept_names, trial_settings
-from sweeper.spec import Parameter, Spec
+from sweeper.spec import Spec
 
 
 def loopback_env() -> None:
@@ -55,27 +55,176 @@ def _trainable(config: dict[str, Any], *, spec: Spec, train_rows: list[dict], ev
     run_trial(settings, train_rows, eval_rows, report, cpus=spec.resources.cpus_per_trial)
 
 
-def _search_space(spec: Spec) -> dict[str, Any]:
-    from ray import tune
+# ---------------------------------------------------------------------------------------------
+# Pruning: an Optuna study behind a Ray scheduler (and, for bayes, a Ray searcher on the same study)
+# ---------------------------------------------------------------------------------------------
 
-    def dist(p: Parameter, name: str) -> Any:
-        from sweeper.spec import parameter_values
+# The Tuner deep-copies schedulers and searchers: they hold plain settings and find the one gate of the
+# sweep here, by key, at first use (both run in the driver process).
+_GATES: dict[str, Any] = {}
 
+
+def gate_settings(spec: Spec, storage: str, budget: Any) -> dict[str, Any]:
+    """Plain data that build_gate turns into the sweep's PruningGate."""
+    from sweeper.pruning import from_wandb
+
+    et = spec.early_terminate
+    if et is None:
+        config: dict[str, Any] = {"type": "optuna", "pruner": "nop"}
+    elif et.type == "hyperband":
+        config = {**from_wandb(et.arguments, budget), "warmup_fraction": et.warmup_fraction}
+    else:
+        config = et.arguments
+    return {
+        "key": f"{storage}#{spec.name}",
+        "config": config,
+        "budget": budget,
+        "direction": spec.metric.goal,
+        "smoothing": et.smoothing if et else 0.0,
+        "storage": storage,
+        "study_name": spec.name,
+        "seed": spec.seed,
+    }
+
+
+def build_gate(settings: dict[str, Any]) -> Any:
+    from sweeper.pruning import PruningGate, build_pruner
+
+    gate = _GATES.get(settings["key"])
+    if gate is None:
+        import optuna
+
+        gate = PruningGate(
+            build_pruner(settings["config"], settings["budget"]),
+            settings["direction"],
+            settings["budget"].grid,
+            smoothing=settings["smoothing"],
+            storage=settings["storage"],
+            study_name=settings["study_name"],
+            sampler=optuna.samplers.TPESampler(seed=settings["seed"]),
+        )
+        _GATES[settings["key"]] = gate
+    return gate
+
+
+def _pruning_scheduler(gate: dict[str, Any], spec: Spec, n_train: int, step_key: str, pruner_name: str) -> Any:
+    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+    from sweeper.guard import is_flagged
+    from sweeper.space import planned_examples
+    from sweeper.store import PRUNED_FILE, write_json
+
+    metric = spec.metric.name
+    guard_mode = spec.early_terminate.guard if spec.early_terminate else "off"
+
+    class OptunaPruningScheduler(FIFOScheduler):
+        """Asks the sweep's PruningGate after every result; STOP writes <trial>/pruned.json."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.last_step: dict[str, int] = {}
+
+        def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+            g = build_gate(gate)
+            if trial.trial_id not in g.curves:
+                g.add(trial.trial_id, trial.config.get("params", {}))
+
+        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+            if result.get("sweeper/done"):
+                return TrialScheduler.CONTINUE
+            step = result.get(step_key, self.last_step.get(trial.trial_id))
+            if step is None:
+                return TrialScheduler.CONTINUE
+            self.last_step[trial.trial_id] = int(step)
+            verdict = result.get("sweeper/guard")
+            value = result.get(metric)
+            if guard_mode == "prune" and is_flagged(verdict):
+                reason = f"margin-hacking guard: {verdict}"
+            elif isinstance(value, int | float) and build_gate(gate).report(trial.trial_id, int(step), float(value)):
+                reason = f"{pruner_name} pruner on {metric}"
+            else:
+                return TrialScheduler.CONTINUE
+            build_gate(gate).prune(trial.trial_id)
+            training = trial_settings(spec, trial.config.get("params", {}))["training"]
+            record = pruned_record(result, planned_examples(training, n_train), value, reason)
+            write_json(Path(trial.path) / PRUNED_FILE, record)
+            return TrialScheduler.STOP
+
+        def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+            build_gate(gate).complete(trial.trial_id, (result or {}).get(metric))
+
+        def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+            build_gate(gate).fail(trial.trial_id)
+
+    return OptunaPruningScheduler()
+
+
+def pruned_record(result: dict[str, Any], planned: int, value: Any, reason: str) -> dict[str, Any]:
+    """Where a trial was stopped and the compute it did not spend (at its own rate so far)."""
+    seen = int(result.get("sweeper/examples_seen") or 0)
+    elapsed = float(result.get("sweeper/elapsed_s") or 0.0)
+    saved = max(0, planned - seen)
+    return {
+        "step": result.get("sweeper/step"),
+        "examples_seen": seen,
+        "tokens_seen": result.get("sweeper/tokens_seen"),
+        "value": value,
+        "reason": reason,
+        "planned_examples": planned,
+        "saved_examples": saved,
+        "saved_s": round(saved * elapsed / seen, 1) if seen else None,
+    }
+
+
+def _study_searcher(gate: dict[str, Any], spec: Spec) -> Any:
+    from ray.tune.search import Searcher
+
+    mode = "max" if spec.metric.goal == "maximize" else "min"
+    distributions = optuna_distributions(spec)
+    fixed = {n: v for n, v in _fixed_params(spec).items() if n not in distributions}
+
+    class StudySearcher(Searcher):
+        """Optuna TPE proposals from the sweep's study: the sampler and the pruner see the same trials."""
+
+        def __init__(self) -> None:
+            super().__init__(metric=spec.metric.name, mode=mode)
+
+        def suggest(self, trial_id: str) -> dict[str, Any] | None:
+            g = build_gate(gate)
+            optuna_trial = g.study.ask(distributions)
+            g.add(trial_id, optuna_trial=optuna_trial)
+            return {"params": {**fixed, **optuna_trial.params}}
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            pass  # the scheduler tells the study (completed, pruned or failed)
+
+    return StudySearcher()
+
+
+def optuna_distributions(spec: Spec) -> dict[str, Any]:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from sweeper.spec import parameter_values
+
+    out: dict[str, Any] = {}
+    for name, p in spec.parameters.items():
         kind = p.kind
-        if kind in ("values", "categorical"):
-            return tune.choice(parameter_values(name, p))
         if kind == "value":
-            return parameter_values(name, p)[0]
-        lo, hi = float(p.min or 0), float(p.max or 0)
-        if kind == "log_uniform_values":
-            return tune.loguniform(lo, hi)
-        if kind == "int_uniform":
-            return tune.randint(int(lo), int(hi) + 1)
-        if kind == "q_uniform":
-            return tune.quniform(lo, hi, p.q or 1.0)
-        return tune.uniform(lo, hi)
+            continue
+        if kind in ("values", "categorical"):
+            out[name] = CategoricalDistribution(parameter_values(name, p))
+        elif kind == "int_uniform":
+            out[name] = IntDistribution(int(p.min or 0), int(p.max or 0))
+        else:
+            out[name] = FloatDistribution(float(p.min or 0), float(p.max or 0), log=kind == "log_uniform_values",
+                                          step=p.q if kind == "q_uniform" else None)  # fmt: skip
+    return out
 
-    return {name: dist(p, name) for name, p in spec.parameters.items()}
+
+def _fixed_params(spec: Spec) -> dict[str, Any]:
+    from sweeper.spec import parameter_values
+
+    return {n: parameter_values(n, p)[0] for n, p in spec.parameters.items() if p.kind == "value"}
 
 
 def _dirname(trial: Any, names: list[str]) -> str:
@@ -117,6 +266,15 @@ class ProgressPrinter:
         parts.append(f"{_num(result.get('sweeper/elapsed_s'))} s")
         self.say(f"{self._tag(trial)} " + " · ".join(parts))
 
+    def pruned(self, trial: Any) -> None:
+        from sweeper.store import PRUNED_FILE, read_json
+
+        record = read_json(Path(trial.path) / PRUNED_FILE)
+        if record:
+            self.say(f"{self._tag(trial)} pruned at {record['examples_seen']} examples "
+                     f"({self.metric} {_num(record['value'])}): {record['reason']}; "
+                     f"saved {record['saved_examples']} examples")  # fmt: skip
+
     def error(self, trial: Any) -> None:
         where = Path(trial.local_path or trial.path or "") / "error.txt"
         self.say(f"{self._tag(trial)} ERROR: the trial failed; traceback in {where}")
@@ -141,6 +299,9 @@ def _callback(printer: ProgressPrinter) -> Any:
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             printer.error(trial)
 
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            printer.pruned(trial)
+
     return _Progress()
 
 
@@ -151,8 +312,13 @@ def run_sweep(
     eval_rows: list[dict[str, str]],
     trials_root: Path,
     gpus_per_trial: float,
+    gate: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run every trial through a Tuner; return counts by Ray's trial status."""
+    """Run every trial through a Tuner; return counts by Ray's trial status.
+
+    ``gate`` (see gate_settings) puts an Optuna study behind the sweep: a pruning scheduler for
+    ``early_terminate``, and the TPE searcher for ``method: bayes``.
+    """
     from ray import tune
 
     names = swept_names(spec)
@@ -161,12 +327,16 @@ def run_sweep(
         tune.with_parameters(_trainable, spec=spec, train_rows=train_rows, eval_rows=eval_rows),
         {"cpu": spec.resources.cpus_per_trial, "gpu": gpus_per_trial},
     )
-    search_alg = None
+    scheduler = search_alg = None
+    if gate is not None:
+        et = spec.early_terminate
+        step_key = "sweeper/tokens_seen" if et is not None and et.step_unit == "tokens" else "sweeper/examples_seen"
+        name = "hyperband" if et is not None and et.type == "hyperband" else (et.pruner if et else "nop")
+        scheduler = _pruning_scheduler(gate, spec, len(train_rows), step_key, name)
     if spec.method == "bayes":
-        from ray.tune.search.optuna import OptunaSearch
-
-        param_space: dict[str, Any] = {"params": _search_space(spec)}
-        search_alg = OptunaSearch(metric=spec.metric.name, mode=mode, seed=spec.seed)
+        assert gate is not None, "method: bayes samples from the sweep's study: pass gate"
+        search_alg = _study_searcher(gate, spec)
+        param_space: dict[str, Any] = {}
         num_samples = int(spec.run_cap or 1)
     else:
         param_space = {"params": tune.grid_search(configs)}
@@ -181,6 +351,7 @@ def run_sweep(
             mode=mode,
             num_samples=num_samples,
             search_alg=search_alg,
+            scheduler=scheduler,
             max_concurrent_trials=spec.resources.max_concurrent_trials,
             reuse_actors=False,  # every trial loads its model in a fresh process: no state leaks
             trial_dirname_creator=lambda t: _dirname(t, names),

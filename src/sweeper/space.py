@@ -112,3 +112,32 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
+
+
+def planned_examples(training: dict[str, Any], n_train: int) -> int:
+    """Examples a trial sees if it runs to the end (the Trainer drops no partial last batch)."""
+    per_step = effective_batch(training)
+    if int(training["max_steps"]) > 0:
+        return int(training["max_steps"]) * per_step
+    steps_per_epoch = max(1, math.ceil(math.ceil(n_train / training["per_device_train_batch_size"])
+                                       / training["gradient_accumulation_steps"]))  # fmt: skip
+    return int(math.ceil(float(training["num_train_epochs"]) * steps_per_epoch)) * per_step
+
+
+def report_interval(training: dict[str, Any]) -> int:
+    """Examples between two logged results of a trial."""
+    return effective_batch(training) * int(training["logging_steps"])
+
+
+def corner_configs(spec: Spec) -> list[dict[str, Any]]:
+    """Configs at the edges of the space: what bayes may propose, for budgets known before it runs."""
+    if spec.method != "bayes":
+        return expand(spec)
+    options: dict[str, list[Any]] = {}
+    for name, p in spec.parameters.items():
+        if p.kind in ("values", "value", "categorical"):
+            options[name] = parameter_values(name, p)
+        else:
+            edges = [p.min, p.max]
+            options[name] = [int(v) if p.kind == "int_uniform" else v for v in edges]
+    return [dict(zip(options, combo, strict=True)) for combo in itertools.product(*options.values())]

@@ -213,10 +213,63 @@ class Parameter(_Section):
 
 
 class EarlyTerminate(BaseModel):
-    """Parsed now; the pruning adapter reads the pruner's own arguments."""
+    """Pruning: ``type: optuna`` with any Optuna pruner and its arguments, or W&B's ``type: hyperband``.
+
+    Pruner arguments keep Optuna's names; step arguments (n_warmup_steps, interval_steps, min_resource,
+    max_resource) count examples seen (or tokens with ``step_unit: tokens``), not optimizer steps.
+    """
 
     model_config = ConfigDict(extra="allow", frozen=True)
     type: Literal["optuna", "hyperband"]
+    pruner: Literal[
+        "median", "percentile", "successive_halving", "hyperband", "wilcoxon", "threshold", "patient", "nop"
+    ] = "median"
+    # Fair steps: trials with different batch x accumulation are compared at equal data seen.
+    step_unit: Literal["examples", "tokens"] = "examples"
+    # EMA weight of the history for noisy train margins: 0 = raw values, 0.6 = smooth.
+    smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    # Margin-hacking guard: flag suspicious trials in the report, or also prune them.
+    guard: Literal["off", "flag", "prune"] = "flag"
+    # Default warm-up (no decision before this fraction of the shortest trial): first margins are exactly 0.
+    warmup_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
+
+    @model_validator(mode="after")
+    def _known_arguments(self) -> EarlyTerminate:
+        from sweeper.pruning import OWN_KEYS, PRUNER_ARGS, WANDB_KEYS
+
+        extra = dict(self.model_extra or {})
+        if self.type == "hyperband":
+            allowed = WANDB_KEYS - {"type"}
+            what = "W&B's hyperband (type: hyperband)"
+        else:
+            allowed = PRUNER_ARGS[self.pruner]
+            what = f"pruner '{self.pruner}'"
+        for key, value in extra.items():
+            if key not in allowed:
+                hint = _did_you_mean(key, sorted(allowed | OWN_KEYS))
+                names = ", ".join(sorted(allowed | (OWN_KEYS - {"type"})))
+                raise ValueError(f"early_terminate.{key}: not an argument of {what}{hint}; allowed: {names}")
+            if key == "wrapped":
+                if not isinstance(value, dict) or value.get("pruner") in (None, "patient"):
+                    raise ValueError("early_terminate.wrapped: give the wrapped pruner as {pruner: median, ...}")
+                EarlyTerminate.model_validate({"type": "optuna", **value})
+            elif not (isinstance(value, int | float) and not isinstance(value, bool)) and value != "auto":
+                raise ValueError(f"early_terminate.{key}: expected a number, got {value!r}")
+            elif isinstance(value, int | float) and value < 0:
+                raise ValueError(f"early_terminate.{key}: must be >= 0, got {value!r}")
+        required = {"percentile": ["percentile"], "patient": ["patience"]}.get(self.pruner, [])
+        if self.type == "optuna":
+            for key in required:
+                if key not in extra:
+                    raise ValueError(f"early_terminate.{key}: pruner '{self.pruner}' needs '{key}'")
+            if self.pruner == "threshold" and not ({"lower", "upper"} & set(extra)):
+                raise ValueError("early_terminate: pruner 'threshold' needs 'lower' or 'upper'")
+        return self
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        """Everything as one mapping, for sweeper.pruning."""
+        return {**self.model_dump(exclude={"model_extra"}), **(self.model_extra or {})}
 
 
 # Names that may be swept: every TrainingSection field, plus model-level ones.
@@ -380,12 +433,17 @@ def _format_errors(exc: ValidationError, raw: dict[str, Any], source: str) -> li
             lines.append(f"{source}: {key}: unknown key{hint}{allowed}")
         elif err["type"] == "missing":
             lines.append(f"{source}: {key}: required key is missing: add it")
-        elif not err["loc"] and re.match(r"^[\w.\[\]/]+: ", _message(err, None)):
+        elif _names_own_key(_message(err, None), key if err["loc"] else ""):
             lines.append(f"{source}: {_message(err, None)}")  # a cross-field check names its own key
         else:
             value = _lookup(raw, err["loc"])
             lines.append(f"{source}: {key}: {_message(err, value)}")
     return lines
+
+
+def _names_own_key(message: str, key: str) -> bool:
+    match = re.match(r"^([\w.\[\]/]+): ", message)
+    return bool(match) and match.group(1).startswith(key)
 
 
 def _message(err: Any, value: Any) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, TrainerCallback
 
-from sweeper import memory
+from sweeper import guard, memory
 from sweeper.space import effective_batch
 from sweeper.tiny import resolve_model
 
@@ -146,6 +146,7 @@ class ReportCallback(TrainerCallback):
         self.started = started
         self.meter = meter
         self.last: dict[str, Any] = {}
+        self.rows: list[dict[str, Any]] = []  # the curve so far, for the margin-hacking guard
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         if not logs or "train_runtime" in logs:  # the end-of-training summary is reported as the final result
@@ -154,6 +155,8 @@ class ReportCallback(TrainerCallback):
         metrics.update(self.progress(state.global_step))
         if "num_tokens" in logs:
             metrics[f"{PREFIX}tokens_seen"] = int(logs["num_tokens"])
+        self.rows.append(metrics)
+        metrics[f"{PREFIX}guard"] = guard.verdict(self.rows)
         self.last = metrics
         self.report(metrics, None)
 

@@ -1,0 +1,198 @@
+"""Pruning decisions: any Optuna pruner over a study, fed with reward-margin curves on a fair step axis.
+
+``PruningGate.report(trial_id, examples_seen, value) -> prune?`` is plain Python (no Ray): the Ray
+scheduler adapter in ``sweeper.raytune`` calls it after every result, and ``sweeper.replay`` calls it
+offline on recorded curves.
+
+Fair steps: trials with different per-device batch x accumulation cover different amounts of data per
+optimizer step, and Optuna's percentile pruners only compare values reported at the *same* step. So the
+gate reports to Optuna at fixed points of a common grid of examples seen (or tokens seen), each with the
+trial's latest (optionally EMA-smoothed) value, and every trial lands on the same steps.
+
+Light module: imports optuna, never torch or ray.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+# Arguments each pruner takes (Optuna's names); sweeper's own keys are listed in OWN_KEYS.
+PRUNER_ARGS: dict[str, frozenset[str]] = {
+    "median": frozenset({"n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials"}),
+    "percentile": frozenset({"percentile", "n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials"}),
+    "successive_halving": frozenset({"min_resource", "reduction_factor", "min_early_stopping_rate", "bootstrap_count"}),
+    "hyperband": frozenset({"min_resource", "max_resource", "reduction_factor", "bootstrap_count"}),
+    "wilcoxon": frozenset({"p_threshold", "n_startup_steps"}),
+    "threshold": frozenset({"lower", "upper", "n_warmup_steps", "interval_steps"}),
+    "patient": frozenset({"patience", "min_delta", "wrapped"}),
+    "nop": frozenset(),
+}
+OWN_KEYS = frozenset({"type", "pruner", "step_unit", "smoothing", "guard", "warmup_fraction"})
+WANDB_KEYS = frozenset({"type", "min_iter", "max_iter", "eta", "s", "strict"})
+# Where a pruner counts steps, sweeper counts examples (or tokens): these arguments are in that unit.
+STEP_ARGS = frozenset({"n_warmup_steps", "interval_steps", "min_resource", "max_resource"})
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the pruner needs to know about the sweep's trials, in the step unit (examples or tokens)."""
+
+    grid: int  # distance between comparison points, common to all trials
+    min_total: int  # planned length of the shortest trial
+    max_total: int  # planned length of the longest trial
+
+
+def common_grid(report_intervals: list[int]) -> int:
+    """One comparison interval for trials that report every ``report_intervals[i]`` examples.
+
+    The least common multiple puts every trial's reports exactly on the grid; when that grows past
+    4x the largest interval (odd batch sizes from random search), the largest interval is used.
+    """
+    intervals = [max(1, int(i)) for i in report_intervals] or [1]
+    lcm = 1
+    for i in intervals:
+        lcm = lcm * i // math.gcd(lcm, i)
+    return lcm if lcm <= 4 * max(intervals) else max(intervals)
+
+
+def resolve_args(config: dict[str, Any], budget: Budget) -> dict[str, Any]:
+    """Pruner arguments with sweeper's defaults: warm-up past the first (always zero) margins, auto resources."""
+    name = config.get("pruner", "median")
+    args = {k: v for k, v in config.items() if k in PRUNER_ARGS[name]}
+    warmup = warmup_steps(config, budget)
+    if name in ("median", "percentile", "threshold"):
+        args.setdefault("n_warmup_steps", warmup)
+        args.setdefault("interval_steps", 1)
+    if name in ("median", "percentile"):
+        args.setdefault("n_startup_trials", 1)
+    if name in ("successive_halving", "hyperband"):
+        if args.get("min_resource", "auto") == "auto":
+            args["min_resource"] = max(warmup, budget.grid)
+    if name == "hyperband" and args.get("max_resource", "auto") == "auto":
+        args["max_resource"] = budget.max_total  # Optuna's "auto" needs a finished trial first
+    if name == "successive_halving":
+        args.setdefault("reduction_factor", 3)
+    return args
+
+
+def warmup_steps(config: dict[str, Any], budget: Budget) -> int:
+    """Default warm-up: ``warmup_fraction`` (10%) of the shortest trial, and at least one grid point.
+
+    A LoRA trial's first margins are exactly 0 (policy == reference): never judge on them.
+    """
+    fraction = float(config.get("warmup_fraction", 0.1))
+    return max(budget.grid, int(math.ceil(fraction * budget.min_total / budget.grid)) * budget.grid)
+
+
+def build_pruner(config: dict[str, Any], budget: Budget) -> Any:
+    """An Optuna pruner from an ``early_terminate`` mapping (after ``from_wandb`` for W&B's hyperband)."""
+    import optuna
+
+    name = config.get("pruner", "median")
+    args = resolve_args(config, budget)
+    if name == "median":
+        return optuna.pruners.MedianPruner(**args)
+    if name == "percentile":
+        return optuna.pruners.PercentilePruner(**args)
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(**args)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(**args)
+    if name == "wilcoxon":
+        return optuna.pruners.WilcoxonPruner(**args)
+    if name == "threshold":
+        return optuna.pruners.ThresholdPruner(**args)
+    if name == "patient":
+        wrapped = args.pop("wrapped", None)
+        warmup = config.get("warmup_fraction", 0.1)
+        inner = build_pruner({**wrapped, "warmup_fraction": warmup}, budget) if wrapped else None
+        return optuna.pruners.PatientPruner(inner, **args)
+    return optuna.pruners.NopPruner()
+
+
+def from_wandb(config: dict[str, Any], budget: Budget) -> dict[str, Any]:
+    """W&B's ``{type: hyperband, min_iter, eta}`` as Optuna's HyperbandPruner.
+
+    W&B counts ``min_iter`` in logged results; one logged result here is one grid interval of examples.
+    """
+    out: dict[str, Any] = {"type": "optuna", "pruner": "hyperband", "reduction_factor": int(config.get("eta", 3))}
+    if "min_iter" in config:
+        out["min_resource"] = int(config["min_iter"]) * budget.grid
+    if "max_iter" in config:
+        out["max_resource"] = int(config["max_iter"]) * budget.grid
+    return out
+
+
+@dataclass
+class _Curve:
+    optuna_trial: Any
+    last_step: int = -1  # last grid point reported to Optuna
+    smoothed: float | None = None
+    reported: list[tuple[int, float]] = field(default_factory=list)
+
+
+class PruningGate:
+    """An Optuna study that trials report to, each at the common grid points of examples (or tokens) seen."""
+
+    def __init__(self, pruner: Any, direction: str, grid: int, smoothing: float = 0.0, storage: str | None = None,
+                 study_name: str = "sweeper", sampler: Any = None) -> None:  # fmt: skip
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), but got {smoothing=}.")
+        self.grid = max(1, int(grid))
+        self.smoothing = smoothing
+        self.study = optuna.create_study(direction=direction, pruner=pruner, storage=storage, study_name=study_name,
+                                         sampler=sampler, load_if_exists=True)  # fmt: skip
+        self.curves: dict[str, _Curve] = {}
+
+    def add(self, trial_id: str, params: dict[str, Any] | None = None, optuna_trial: Any = None) -> None:
+        """Start following a trial (an Optuna trial already asked by a sampler, or a new one)."""
+        trial = optuna_trial if optuna_trial is not None else self.study.ask()
+        trial.set_user_attr("ray_trial_id", trial_id)
+        for name, value in (params or {}).items():
+            trial.set_user_attr(f"param:{name}", value)
+        self.curves[trial_id] = _Curve(trial)
+
+    def report(self, trial_id: str, step: int, value: float) -> bool:
+        """Feed one logged value at ``step`` examples seen; True when the pruner says stop."""
+        curve = self.curves[trial_id]
+        if value is None or not math.isfinite(value):
+            return False
+        a = self.smoothing
+        curve.smoothed = value if curve.smoothed is None else a * curve.smoothed + (1 - a) * value
+        point = (int(step) // self.grid) * self.grid
+        if point <= curve.last_step or point <= 0:
+            return False
+        curve.optuna_trial.report(curve.smoothed, point)
+        curve.reported.append((point, curve.smoothed))
+        curve.last_step = point
+        return bool(curve.optuna_trial.should_prune())
+
+    def complete(self, trial_id: str, value: float | None) -> None:
+        import optuna
+
+        curve = self.curves.pop(trial_id, None)
+        if curve is None:
+            return
+        if value is None or not math.isfinite(value):
+            self.study.tell(curve.optuna_trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            self.study.tell(curve.optuna_trial, value)
+
+    def prune(self, trial_id: str) -> None:
+        import optuna
+
+        curve = self.curves.pop(trial_id, None)
+        if curve is not None:
+            self.study.tell(curve.optuna_trial, state=optuna.trial.TrialState.PRUNED)
+
+    def fail(self, trial_id: str) -> None:
+        import optuna
+
+        curve = self.curves.pop(trial_id, None)
+        if curve is not None:
+            self.study.tell(curve.optuna_trial, state=optuna.trial.TrialState.FAIL)
