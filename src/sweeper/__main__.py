@@ -31,7 +31,35 @@ def build_parser(prog: str = "sweeper") -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="(re)write reports/<name>.md from trials/<name>")
     report.add_argument("trials", type=Path, help="a sweep folder, e.g. trials/smoke")
     report.add_argument("--reports-dir", type=Path, help="where to write (default: the spec's output.reports_dir)")
+    replay = sub.add_parser("replay", help="replay recorded curves through a pruner, offline")
+    replay.add_argument("paths", type=Path, nargs="+", help="trials/<name>, or TRL log_history JSON files")
+    replay.add_argument("--pruner", help="median, percentile, successive_halving, hyperband, wilcoxon, threshold, "
+                        "patient, nop (default: the sweep's own early_terminate, else median)")  # fmt: skip
+    replay.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a pruner argument, e.g. --set n_startup_trials=1 (repeatable)")  # fmt: skip
+    replay.add_argument("--metric", help="metric to prune on (default: the sweep's, else rewards/margins)")
+    replay.add_argument("--goal", choices=["maximize", "minimize"])
+    replay.add_argument("--concurrency", type=int, default=1, help="trials running at once (default 1)")
+    replay.add_argument("--orders", type=int, default=20, help="random arrival orders to average over (default 20)")
+    replay.add_argument("--seed", type=int, default=0)
+    replay.add_argument("--smoothing", type=float, help="EMA weight of the history, 0-1 (default: the sweep's)")
+    replay.add_argument("--examples-per-step", type=int, default=1,
+                        help="for log_history files: examples per optimizer step (default 1)")  # fmt: skip
     return parser
+
+
+def _overrides(pairs: list[str]) -> dict[str, object]:
+    import yaml
+
+    from sweeper.errors import SpecError
+
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SpecError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set n_startup_trials=1")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def run(args: argparse.Namespace) -> None:
@@ -47,6 +75,12 @@ def run(args: argparse.Namespace) -> None:
         spec_output = sweep.meta.get("spec", {}).get("output", {})
         reports_dir = args.reports_dir or Path(spec_output.get("reports_dir", "reports"))
         print(f"Report: {write_report(sweep, reports_dir)}")
+    elif args.command == "replay":
+        from sweeper.replay import replay_text
+
+        overrides = _overrides(args.overrides)
+        print(replay_text(args.paths, args.pruner, overrides, args.metric, args.goal, args.concurrency,
+                          args.orders, args.seed, args.smoothing, args.examples_per_step))  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "sweeper") -> int:

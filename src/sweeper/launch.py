@@ -18,16 +18,7 @@ from typing import Any, TextIO
 
 from sweeper.errors import SweeperError
 from sweeper.report import write_report
-from sweeper.space import (
-    corner_configs,
-    effective_batch,
-    expand,
-    n_trials,
-    planned_examples,
-    report_interval,
-    swept_names,
-    trial_settings,
-)
+from sweeper.space import effective_batch, expand, n_trials, swept_names, trial_settings
 from sweeper.spec import Spec, load_spec, spec_hash
 from sweeper.store import SWEEP_FILE, best_trial, load_sweep, write_json
 
@@ -146,18 +137,10 @@ def pruning_plan(spec: Spec, n_train: int, tokens_per_example: float, sweep_dir:
     if spec.early_terminate is None and spec.method != "bayes":
         return None
     from sweeper import raytune
-    from sweeper.pruning import Budget, common_grid
+    from sweeper.pruning import sweep_budget
 
-    trainings = [trial_settings(spec, c)["training"] for c in corner_configs(spec)]
-    scale = tokens_per_example if spec.early_terminate and spec.early_terminate.step_unit == "tokens" else 1.0
-    totals = [planned_examples(t, n_train) for t in trainings]
-    budget = Budget(
-        grid=max(1, int(common_grid([report_interval(t) for t in trainings]) * scale)),
-        min_total=int(min(totals) * scale),
-        max_total=int(max(totals) * scale),
-    )
     storage = f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
-    return raytune.gate_settings(spec, storage, budget)
+    return raytune.gate_settings(spec, storage, sweep_budget(spec, n_train, tokens_per_example))
 
 
 def absolute_paths(spec: Spec) -> Spec:

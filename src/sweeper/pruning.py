@@ -44,6 +44,21 @@ class Budget:
     max_total: int  # planned length of the longest trial
 
 
+def sweep_budget(spec: Any, n_train: int, tokens_per_example: float = 1.0) -> Budget:
+    """The budget of a sweep, before it runs: every config's report interval and planned length."""
+    from sweeper.space import corner_configs, planned_examples, report_interval, trial_settings
+
+    trainings = [trial_settings(spec, c)["training"] for c in corner_configs(spec)]
+    et = spec.early_terminate
+    scale = tokens_per_example if et is not None and et.step_unit == "tokens" else 1.0
+    totals = [planned_examples(t, n_train) for t in trainings]
+    return Budget(
+        grid=max(1, int(common_grid([report_interval(t) for t in trainings]) * scale)),
+        min_total=max(1, int(min(totals) * scale)),
+        max_total=max(1, int(max(totals) * scale)),
+    )
+
+
 def common_grid(report_intervals: list[int]) -> int:
     """One comparison interval for trials that report every ``report_intervals[i]`` examples.
 
