@@ -62,11 +62,11 @@ def sweep_dir(tmp_path: Path) -> Path:
     root = tmp_path / "trials" / "demo"
     root.mkdir(parents=True)
     write_json(root / "sweep.json", META)
-    write_trial(root, "aaaaa_00000_lr=1e-05_ga=1", {"learning_rate": 1e-5, "gradient_accumulation_steps": 1},
+    write_trial(root, "aaaaa_00000--lr=1e-05_ga=1", {"learning_rate": 1e-5, "gradient_accumulation_steps": 1},
                 curve([0.0, 0.001, 0.003], 1))  # fmt: skip
-    write_trial(root, "aaaaa_00001_lr=0.003_ga=2", {"learning_rate": 3e-3, "gradient_accumulation_steps": 2},
+    write_trial(root, "aaaaa_00001--lr=0.003_ga=2", {"learning_rate": 3e-3, "gradient_accumulation_steps": 2},
                 curve([0.0, 0.4, 0.9], 2))  # fmt: skip
-    write_trial(root, "aaaaa_00002_lr=0.003_ga=1", {"learning_rate": 3e-3, "gradient_accumulation_steps": 1},
+    write_trial(root, "aaaaa_00002--lr=0.003_ga=1", {"learning_rate": 3e-3, "gradient_accumulation_steps": 1},
                 curve([0.0, 0.5], 1), error="Traceback ...\nRuntimeError: boom", done=False)  # fmt: skip
     return root
 
@@ -77,7 +77,7 @@ def test_store_reads_statuses_curves_and_adapter(sweep_dir: Path) -> None:
     assert sweep.by_status() == {"completed": 2, "error": 1}
     assert len(by_id["aaaaa_00001"].curve) == 3  # the final summary is not part of the curve
     assert by_id["aaaaa_00001"].value("rewards/margins") == 0.9
-    assert by_id["aaaaa_00001"].adapter == sweep_dir / "aaaaa_00001_lr=0.003_ga=2" / "checkpoint_000000"
+    assert by_id["aaaaa_00001"].adapter == sweep_dir / "aaaaa_00001--lr=0.003_ga=2" / "checkpoint_000000"
     assert by_id["aaaaa_00002"].adapter is None
     best = best_trial(sweep, "rewards/margins", "maximize")
     assert best is not None and best.trial_id == "aaaaa_00001"
@@ -86,7 +86,7 @@ def test_store_reads_statuses_curves_and_adapter(sweep_dir: Path) -> None:
 
 
 def test_a_torn_last_line_is_ignored(sweep_dir: Path) -> None:
-    result = sweep_dir / "aaaaa_00000_lr=1e-05_ga=1" / "result.json"
+    result = sweep_dir / "aaaaa_00000--lr=1e-05_ga=1" / "result.json"
     result.write_text(result.read_text() + '{"rewards/margins": 0.')  # the driver died mid-write
     trial = next(t for t in load_sweep(sweep_dir).trials if t.trial_id == "aaaaa_00000")
     assert trial.status == "completed"

@@ -138,15 +138,18 @@ def _pruning_scheduler(gate: dict[str, Any], spec: Spec, n_train: int, step_key:
             self.last_step[trial.trial_id] = int(step)
             verdict = result.get("sweeper/guard")
             value = result.get(metric)
-            if guard_mode == "prune" and is_flagged(verdict):
+            planned = planned_examples(trial_settings(spec, trial.config.get("params", {}))["training"], n_train)
+            at_end = int(result.get("sweeper/examples_seen") or 0) >= planned  # its last log: let it finish
+            if guard_mode == "prune" and is_flagged(verdict) and not at_end:
                 reason = f"margin-hacking guard: {verdict}"
             elif isinstance(value, int | float) and build_gate(gate).report(trial.trial_id, int(step), float(value)):
+                if at_end:
+                    return TrialScheduler.CONTINUE
                 reason = f"{pruner_name} pruner on {metric}"
             else:
                 return TrialScheduler.CONTINUE
             build_gate(gate).prune(trial.trial_id)
-            training = trial_settings(spec, trial.config.get("params", {}))["training"]
-            record = pruned_record(result, planned_examples(training, n_train), value, reason)
+            record = pruned_record(result, planned, value, reason)
             write_json(Path(trial.path) / PRUNED_FILE, record)
             return TrialScheduler.STOP
 
@@ -229,7 +232,7 @@ def _fixed_params(spec: Spec) -> dict[str, Any]:
 
 def _dirname(trial: Any, names: list[str]) -> str:
     text = label(trial.config.get("params", {}), names).replace(" ", "_")
-    return f"{trial.trial_id}_{re.sub(r'[^A-Za-z0-9_.=-]', '', text)}"[:120]
+    return f"{trial.trial_id}--{re.sub(r'[^A-Za-z0-9_.=-]', '', text)}"[:120].rstrip("-")
 
 
 class ProgressPrinter:

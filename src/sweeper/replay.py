@@ -93,12 +93,13 @@ def simulate(curves: list[Curve], config: dict[str, Any], direction: str, budget
         start, index, curve = running[i]
         step, value = curve.points[index]
         clock = start + step
-        if gate.report(curve.trial_id, step, value):
+        last = index + 1 == len(curve.points)
+        if gate.report(curve.trial_id, step, value) and not (last and curve.final is not None):
             gate.prune(curve.trial_id)
             outcome.pruned[curve.trial_id] = step
             outcome.spent += step
             running.pop(i)
-        elif index + 1 == len(curve.points):
+        elif last:
             gate.complete(curve.trial_id, curve.final if curve.final is not None else value)
             outcome.spent += curve.total
             clock = start + curve.total

@@ -71,6 +71,7 @@ class SweepRecord:
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (a crash never leaves half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
     tmp.replace(path)
@@ -102,7 +103,7 @@ def load_trial(path: Path) -> TrialRecord:
     attempts = read_json(path / ATTEMPTS_FILE) or []
     status = trial_status(done, pruned is not None, bool(attempts) and attempts[-1].get("status") == "oom", error)
     curve = [r for r in results if not r.get(DONE)]
-    trial_id = "_".join(path.name.split("_")[:2])  # Ray's trial id starts our folder names
+    trial_id = path.name.split("--")[0]  # folders are <Ray trial id>--<label>
     return TrialRecord(
         trial_id=trial_id,
         path=path,
