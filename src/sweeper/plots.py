@@ -52,13 +52,13 @@ def write_plots(sweep: SweepRecord, out_dir: Path) -> list[str]:
 def _curves(ax: Any, sweep: SweepRecord, metric: str) -> bool:
     drawn = False
     for t in sweep.trials:
-        points = _points(t, metric)
+        points = curve_points(t, metric)
         if not points:
             continue
         xs, ys = zip(*points, strict=True)
         (line,) = ax.plot(xs, ys, marker=".", linewidth=1.2, label=_label(t))
         drawn = True
-        end = _stop_point(t, metric, points)
+        end = stop_point(t, metric, points)
         if end is not None:
             ax.plot(*end, marker=STATUS_MARKS[t.status], markersize=10, color=line.get_color(),
                     markeredgewidth=2, linestyle="none")  # fmt: skip
@@ -76,7 +76,7 @@ def _memory(ax: Any, sweep: SweepRecord) -> bool:
     measured, predicted, oom = [], [], []
     for t in sweep.trials:
         batch, _ = batch_of(spec, t)
-        peak = _peak_gib(t)
+        peak = peak_gib(t)
         if batch is not None and peak is not None:
             measured.append((batch, peak))
         if batch is not None and t.value(PREDICTED) is not None:
@@ -128,13 +128,13 @@ def _heatmap(ax: Any, sweep: SweepRecord) -> bool:
     return True
 
 
-def _points(t: TrialRecord, metric: str) -> list[tuple[float, float]]:
+def curve_points(t: TrialRecord, metric: str) -> list[tuple[float, float]]:
     x = "sweeper/examples_seen"
     return [(float(r[x]), float(r[metric])) for r in t.curve
             if isinstance(r.get(metric), int | float) and isinstance(r.get(x), int | float)]  # fmt: skip
 
 
-def _stop_point(t: TrialRecord, metric: str, points: list[tuple[float, float]]) -> tuple[float, float] | None:
+def stop_point(t: TrialRecord, metric: str, points: list[tuple[float, float]]) -> tuple[float, float] | None:
     if t.status not in STATUS_MARKS:
         return None
     at = (t.pruned or {}).get("examples_seen")
@@ -143,7 +143,7 @@ def _stop_point(t: TrialRecord, metric: str, points: list[tuple[float, float]]) 
     return points[-1]
 
 
-def _peak_gib(t: TrialRecord) -> float | None:
+def peak_gib(t: TrialRecord) -> float | None:
     reserved = t.value("sweeper/cuda_max_reserved_mb")
     if reserved is not None:
         return reserved / 1024
