@@ -93,6 +93,7 @@ def _memory(ax: Any, sweep: SweepRecord) -> bool:
         top = max(y for _, y in [*measured, *predicted])
         ax.scatter(oom, [top * 1.05] * len(oom), marker="x", color="C3", s=60, label="out of memory", zorder=3)
     ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(matplotlib_ticker().ScalarFormatter())
     ax.set_xlabel("per-device batch")
     ax.set_ylabel("GiB (" + ("CUDA reserved" if _on_gpu(sweep) else "RSS") + ")")
     ax.grid(alpha=0.3)
@@ -149,6 +150,12 @@ def peak_gib(t: TrialRecord) -> float | None:
         return reserved / 1024
     rss = t.value("sweeper/peak_rss_mb")
     return None if rss is None else rss / 1024
+
+
+def matplotlib_ticker() -> Any:
+    import matplotlib.ticker
+
+    return matplotlib.ticker
 
 
 def _on_gpu(sweep: SweepRecord) -> bool:

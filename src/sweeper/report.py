@@ -203,8 +203,8 @@ def compute_lines(sweep: SweepRecord) -> list[str]:
     acct = accounting(sweep)
     unit = f"{c.unit}-hours"
     spent = f"- Spent: {fmt(c.spent_h)} {unit} ({fmt(acct.per_trial)} {c.unit} per trial × trial wall time)"
-    usd = c.usd(c.spent_h)
-    lines = [spent + (f", {usd(usd)} at ${c.usd_per_hour:g} per GPU-hour." if usd is not None else ".")]
+    dollars = c.usd(c.spent_h)
+    lines = [spent + (f", {usd(dollars)} at ${c.usd_per_hour:g} per GPU-hour." if dollars is not None else ".")]
     if c.n_pruned:
         share = c.saved_h / c.full_h if c.full_h else 0.0
         saved_usd = c.usd(c.saved_h)
