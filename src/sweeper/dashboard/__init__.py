@@ -37,6 +37,7 @@ def streamlit_command(root: Path, host: str, port: int, refresh_s: float) -> lis
         "--server.runOnSave", "false",
         "--browser.gatherUsageStats", "false",
         "--global.developmentMode", "false",
+        "--client.toolbarMode", "viewer",  # no "Deploy" button
         "--", "--trials", str(root.resolve()), "--refresh", f"{refresh_s:g}",
     ]  # fmt: skip
 
