@@ -181,3 +181,15 @@ def test_dashboard_in_a_real_browser(dashboard, tmp_path: Path) -> None:  # type
     assert (tmp_path / "dashboard.png").stat().st_size > 10_000
     if os.environ.get("SWEEPER_SCREENSHOT"):
         shutil.copy(tmp_path / "dashboard.png", os.environ["SWEEPER_SCREENSHOT"])
+
+
+def test_page_of_a_sweep_that_just_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sweep = tmp_path / "trials" / "fresh"
+    sweep.mkdir(parents=True)
+    meta = json.loads((RECORDED / "smoke" / "sweep.json").read_text())
+    (sweep / "sweep.json").write_text(json.dumps({**meta, "finished_at": None}))  # no trial folder yet
+    at = app_test(tmp_path / "trials", monkeypatch)
+    at.run()
+    assert not at.exception
+    assert at.dataframe[0].value.shape[0] == 0
+    assert "running" in at.caption[0].value
