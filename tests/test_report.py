@@ -194,7 +194,9 @@ def test_gpu_hour_rate_comes_from_the_spec(sweep_dir: Path) -> None:
     sweep = load_sweep(sweep_dir)
     sweep.meta["spec"]["resources"]["gpu_hour_usd"] = 4.0  # the memory issue adds this field
     assert accounting(sweep).usd_per_hour == 4.0
-    assert "$4.33 at $4 per GPU-hour" in render_report(sweep)
+    text = render_report(sweep)
+    assert "$4.33 at $4 per GPU-hour" in text
+    assert "| `aaaaa_00001` ★ | 0.003 | 2 | 8 |" in text  # a key this version does not know loses no column
 
 
 def test_write_report_draws_the_plots_it_references(sweep_dir: Path, tmp_path: Path) -> None:

@@ -7,9 +7,12 @@ build frames. Light module: imports neither torch nor ray.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
 
 from sweeper.space import trial_settings
 from sweeper.spec import Spec
@@ -53,10 +56,26 @@ def metric_of(sweep: SweepRecord) -> tuple[str, str]:
 
 
 def spec_of(sweep: SweepRecord) -> Spec | None:
-    try:
-        return Spec.model_validate(sweep.meta["spec"])
-    except Exception:  # noqa: BLE001 - an old or hand-edited sweep.json still renders, without derived columns
-        return None
+    """The sweep's Spec; keys this version does not know (a newer sweeper wrote sweep.json) are dropped."""
+    data = copy.deepcopy(sweep.meta.get("spec"))
+    for _ in range(2):
+        try:
+            return Spec.model_validate(data)
+        except ValidationError as exc:
+            extra = [e["loc"] for e in exc.errors() if e["type"] == "extra_forbidden"]
+            if not extra or not isinstance(data, dict):
+                return None  # an old or hand-edited sweep.json still renders, without derived columns
+            for loc in extra:
+                _drop(data, loc)
+    return None
+
+
+def _drop(data: dict[str, Any], loc: tuple[Any, ...]) -> None:
+    node: Any = data
+    for key in loc[:-1]:
+        node = node.get(key) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        node.pop(loc[-1], None)
 
 
 def accounting(sweep: SweepRecord) -> Accounting:
