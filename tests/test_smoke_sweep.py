@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from sweeper.plots import PLOTS
 from sweeper.store import best_trial, load_sweep
 
 from .conftest import ROOT
@@ -63,3 +64,21 @@ def test_report_names_the_best_trial(smoke_run: tuple[Path, str]) -> None:
     assert f"**`{best.trial_id}`**" in report.read_text()
     assert f"Report: {report}" in stdout
     assert "completed: rewards/margins" in stdout  # progress lines while it runs
+
+
+def test_report_regenerated_from_trials_matches_what_launch_wrote(smoke_run: tuple[Path, str]) -> None:
+    work, _ = smoke_run
+    launched = (work / "reports" / "smoke.md").read_text()
+    for name in PLOTS:  # launch drew every plot it references
+        assert (work / "reports" / "smoke" / f"{name}.png").is_file()
+        assert f"![{name}](smoke/{name}.png)" in launched
+    assert (work / "trials" / "smoke" / "trials.csv").is_file()
+    assert (work / "trials" / "smoke" / "trials.parquet").is_file()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeper", "report", "trials/smoke", "--reports-dir", "again"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (work / "again" / "smoke.md").read_text() == launched
+    assert sorted(p.name for p in (work / "again" / "smoke").iterdir()) == sorted(f"{n}.png" for n in PLOTS)

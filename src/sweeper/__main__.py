@@ -1,4 +1,4 @@
-"""Command line: ``python -m sweeper launch|report``.
+"""Command line: ``python -m sweeper launch|report|compare|dashboard``.
 
 Our own exceptions (sweeper.errors) become ``ERROR:`` lines and exit code 2; anything else is a bug
 and keeps its traceback.
@@ -45,6 +45,17 @@ def build_parser(prog: str = "sweeper") -> argparse.ArgumentParser:
     replay.add_argument("--smoothing", type=float, help="EMA weight of the history, 0-1 (default: the sweep's)")
     replay.add_argument("--examples-per-step", type=int, default=1,
                         help="for log_history files: examples per optimizer step (default 1)")  # fmt: skip
+
+    compare = sub.add_parser("compare", help="sweeps side by side: reports/compare-<names>.md")
+    compare.add_argument("trials", type=Path, nargs="+", help="two or more sweep folders, e.g. trials/a trials/b")
+    compare.add_argument("--reports-dir", type=Path, help="where to write (default: the first spec's reports_dir)")
+
+    dash = sub.add_parser("dashboard", help="serve a read-only web dashboard of trials/ (Streamlit)")
+    dash.add_argument("trials", type=Path, nargs="?", default=Path("trials"),
+                      help="a trials folder (every sweep in it) or one sweep folder (default: trials)")  # fmt: skip
+    dash.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    dash.add_argument("--port", type=int, default=8501, help="port (default: 8501)")
+    dash.add_argument("--refresh", type=float, default=5.0, help="seconds between reloads of the records (default 5)")
     return parser
 
 
@@ -81,6 +92,18 @@ def run(args: argparse.Namespace) -> None:
         overrides = _overrides(args.overrides)
         print(replay_text(args.paths, args.pruner, overrides, args.metric, args.goal, args.concurrency,
                           args.orders, args.seed, args.smoothing, args.examples_per_step))  # fmt: skip
+    elif args.command == "compare":
+        from sweeper.compare import write_compare
+        from sweeper.store import load_sweep
+
+        sweeps = [load_sweep(p) for p in args.trials]
+        spec_output = sweeps[0].meta.get("spec", {}).get("output", {})
+        reports_dir = args.reports_dir or Path(spec_output.get("reports_dir", "reports"))
+        print(f"Comparison: {write_compare(sweeps, reports_dir)}")
+    elif args.command == "dashboard":
+        from sweeper.dashboard import serve
+
+        serve(args.trials, host=args.host, port=args.port, refresh_s=args.refresh)
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "sweeper") -> int:

@@ -103,7 +103,8 @@ def load_trial(path: Path) -> TrialRecord:
     attempts = read_json(path / ATTEMPTS_FILE) or []
     status = trial_status(done, pruned is not None, bool(attempts) and attempts[-1].get("status") == "oom", error)
     curve = [r for r in results if not r.get(DONE)]
-    trial_id = path.name.split("--")[0]  # folders are <Ray trial id>--<label>
+    # Ray writes the trial id into every result; folders are named <trial id>--<label>.
+    trial_id = str(results[0]["trial_id"]) if results and "trial_id" in results[0] else path.name.split("--")[0]
     return TrialRecord(
         trial_id=trial_id,
         path=path,
