@@ -77,9 +77,14 @@ def curves_from_log_history(path: Path, metric: str, examples_per_step: int = 1)
 
 
 def simulate(curves: list[Curve], config: dict[str, Any], direction: str, budget: Budget, concurrency: int = 1,
-             order: list[int] | None = None, smoothing: float = 0.0) -> Outcome:  # fmt: skip
-    """Run the curves through a fresh in-memory study; decisions depend only on the inputs."""
-    gate = PruningGate(build_pruner(config, budget), direction, budget.grid, smoothing=smoothing)
+             order: list[int] | None = None, smoothing: float = 0.0, gate: Any = None) -> Outcome:  # fmt: skip
+    """Run the curves through a fresh in-memory study; decisions depend only on the inputs.
+
+    ``gate`` replaces the PruningGate with any object of the same interface (add, report, prune,
+    complete): the benchmark passes Ray's ASHA that way.
+    """
+    if gate is None:
+        gate = PruningGate(build_pruner(config, budget), direction, budget.grid, smoothing=smoothing)
     queue = [curves[i] for i in (order if order is not None else range(len(curves)))]
     running: list[tuple[int, int, Curve]] = []  # (start time, next point index, curve)
     clock, outcome = 0, Outcome(full=sum(c.total for c in curves))

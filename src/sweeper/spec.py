@@ -222,7 +222,7 @@ class EarlyTerminate(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
     type: Literal["optuna", "hyperband"]
     pruner: Literal[
-        "median", "percentile", "successive_halving", "hyperband", "wilcoxon", "threshold", "patient", "nop"
+        "median", "percentile", "peer", "successive_halving", "hyperband", "wilcoxon", "threshold", "patient", "nop"
     ] = "median"
     # Fair steps: trials with different batch x accumulation are compared at equal data seen.
     step_unit: Literal["examples", "tokens"] = "examples"
