@@ -9,6 +9,7 @@ import sys
 from .conftest import ROOT
 
 LIGHT = ["sweeper", "sweeper.errors", "sweeper.spec", "sweeper.space", "sweeper.data", "sweeper.synthetic",
+         "sweeper.estimate", "sweeper.preflight",
          "sweeper.store", "sweeper.report", "sweeper.launch", "sweeper.memory", "sweeper.__main__"]  # fmt: skip
 HEAVY = ["torch", "ray", "transformers", "trl", "peft", "bitsandbytes", "datasets"]
 
