@@ -113,7 +113,7 @@ class ProgressPrinter:
     def result(self, trial: Any, result: dict[str, Any]) -> None:
         if result.get("sweeper/oom"):
             self.say(f"{self._tag(trial)} out of memory at every per-device batch tried "
-                     f"({result.get('sweeper/attempts')} attempt(s)): status oom")  # fmt: skip
+                     f"({result.get('sweeper/attempt')} attempt(s)): status oom")  # fmt: skip
             return
         if result.get("sweeper/done"):
             value = result.get(self.metric)

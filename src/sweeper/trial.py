@@ -314,7 +314,7 @@ def run_with_oom_retries(
             if attempts:
                 attempts.append(attempt_row(number, training, "completed", final.get(f"{PREFIX}step"), None))
                 _write(attempts_path, attempts)
-            return {**final, f"{PREFIX}attempts": number}
+            return final
         forward = probe.get("forward")
         last = {**forward.last, **forward.progress(forward.step)} if forward is not None else {}
         step = forward.step if forward is not None else 0
@@ -327,7 +327,7 @@ def run_with_oom_retries(
         _write(attempts_path, attempts)
         smaller = halve(training) if oom == "retry_halved" else None
         if smaller is None:
-            final = {**last, f"{PREFIX}oom": 1, f"{PREFIX}attempts": number,
+            final = {**last, f"{PREFIX}oom": 1, f"{PREFIX}attempt": number,
                      f"{PREFIX}device": "cuda" if use_cuda() else "cpu"}  # fmt: skip
             report(final, None)
             return final
