@@ -106,7 +106,7 @@ def test_dry_run_prints_trials_with_effective_batch(capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     table = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
     assert len(table) == 6
-    assert sorted(row[-1] for row in table) == ["128", "128", "128", "64", "64", "64"]
+    assert sorted(row[4] for row in table) == ["128", "128", "128", "64", "64", "64"]  # effective batch
 
 
 def test_random_sampling_is_seeded_and_in_range() -> None:

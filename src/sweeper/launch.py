@@ -16,23 +16,30 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
+from sweeper import estimate, preflight
 from sweeper.errors import SweeperError
 from sweeper.report import write_report
 from sweeper.space import effective_batch, expand, n_trials, swept_names, trial_settings
 from sweeper.spec import Spec, load_spec, spec_hash
-from sweeper.store import SWEEP_FILE, best_trial, load_sweep, write_json
+from sweeper.store import SWEEP_FILE, SweepRecord, best_trial, load_sweep, write_json
 
 VERSIONED = ("sweeper", "torch", "transformers", "trl", "peft", "bitsandbytes", "ray", "optuna", "datasets")
 
 
-def plan_table(spec: Spec, configs: list[dict[str, Any]]) -> list[str]:
-    """Aligned lines: one per trial, its parameter values and effective batch."""
+def plan_table(spec: Spec, configs: list[dict[str, Any]], coef: float | None = None,
+               infeasible: list[dict[str, Any]] | None = None) -> list[str]:  # fmt: skip
+    """Aligned lines: one per trial, its parameter values, effective batch, predicted GPU peak and a flag."""
     names = list(spec.parameters)
-    head = ["#", *names, "effective batch"]
+    head = ["#", *names, "effective batch", "predicted GB", "flag"]
+    planned = preflight.plan(spec, configs, *([coef] if coef is not None else []))
+    oom_before = [r["params"] for r in infeasible or [] if r.get("reason") == "oom"]
+    over = "skipped" if spec.resources.preflight == "skip" else "OVER"
     rows = []
-    for i, params in enumerate(configs, 1):
+    for i, (params, p) in enumerate(zip(configs, planned, strict=True), 1):
         training = trial_settings(spec, params)["training"]
-        rows.append([str(i), *[_cell(params[n]) for n in names], str(effective_batch(training))])
+        flag = "OOM before" if params in oom_before else (over if p.over else "")
+        gb = "?" if p.predicted_gb is None else f"{p.predicted_gb:.1f}"
+        rows.append([str(i), *[_cell(params[n]) for n in names], str(effective_batch(training)), gb, flag])
     widths = [max(len(r[c]) for r in [head, *rows]) for c in range(len(head))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in [head, *rows]]
 
@@ -66,8 +73,44 @@ def dry_run(spec: Spec, spec_path: Path, out: TextIO) -> None:
         for name, p in spec.parameters.items():
             print(f"  {name}: {p.model_dump(exclude_none=True)}", file=out)
         return
-    for line in plan_table(spec, expand(spec)):
+    configs = expand(spec)
+    earlier = _earlier_sweep(spec)
+    coef, n_measured = preflight.calibrate_from(spec, earlier)
+    for line in plan_table(spec, configs, coef, _infeasible(earlier)):
         print("  " + line, file=out)
+    for line in preflight_lines(spec, configs, coef, n_measured, earlier):
+        print(line, file=out)
+
+
+def preflight_lines(spec: Spec, configs: list[dict[str, Any]], coef: float, n_measured: int,
+                    earlier: SweepRecord | None) -> list[str]:  # fmt: skip
+    """What the preflight found: the GPU budget, over-budget trials, the calibration and the cost line."""
+    planned = preflight.plan(spec, configs, coef)
+    n_over = sum(p.over for p in planned)
+    budget = spec.resources.gpu_memory_gb
+    lines = [f"Preflight: peak GPU memory predicted from the model's shape for one {budget:g} GB GPU "
+             f"(resources.gpu_memory_gb); {n_over} trial(s) over it"
+             + (f", {'skipped' if spec.resources.preflight == 'skip' else 'run anyway (preflight: warn)'}"
+                if n_over else "")]  # fmt: skip
+    if any(p.predicted_gb is None for p in planned):
+        lines.append(f"  unknown model shape for {spec.model.name_or_path}: give a local folder with config.json")
+    if n_measured:
+        lines.append(f"  activation coefficient {coef:.3g} refit from {n_measured} measured trial(s) of "
+                     f"{earlier.path if earlier else '?'} (default {estimate.ACTIVATION_COEF:g})")
+    lines.append(preflight.cost_line(spec, configs, preflight.measured_throughput(earlier)))
+    return lines
+
+
+def _earlier_sweep(spec: Spec) -> SweepRecord | None:
+    """trials/<name> of an earlier launch of this sweep, for measured peaks and throughput."""
+    try:
+        return load_sweep(Path(spec.output.trials_dir) / spec.name)
+    except SweeperError:
+        return None
+
+
+def _infeasible(sweep: SweepRecord | None) -> list[dict[str, Any]]:
+    return preflight.read_infeasible(sweep.path) if sweep is not None else []
 
 
 def launch(spec_path: str | Path, address: str | None = None, dry: bool = False, verbose: bool = False,
@@ -83,9 +126,12 @@ def launch(spec_path: str | Path, address: str | None = None, dry: bool = False,
     for line in describe(spec, spec_path):
         print(line, file=out)
     sweep_dir = Path(spec.output.trials_dir) / spec.name
+    configs, skipped = run_preflight(spec, configs, _earlier_sweep(spec), out)
     moved = set_aside(sweep_dir)
     if moved:
         print(f"An earlier sweep '{spec.name}' was moved to {moved}", file=out)
+    if skipped:
+        preflight.record_infeasible(sweep_dir, skipped)
 
     print("Preparing data and tokenizer ...", file=out, flush=True)
     from sweeper.prepare import prepare_data, save_prepared
@@ -97,6 +143,7 @@ def launch(spec_path: str | Path, address: str | None = None, dry: bool = False,
     sweep_dir.mkdir(parents=True, exist_ok=True)
     save_prepared(prepared, sweep_dir / "data")
     meta = sweep_meta(spec, spec_path, summary)
+    meta["n_skipped"] = len(skipped)  # left out by the preflight (infeasible.json)
     write_json(sweep_dir / SWEEP_FILE, meta)
 
     from sweeper import raytune
@@ -120,6 +167,9 @@ def launch(spec_path: str | Path, address: str | None = None, dry: bool = False,
         write_json(sweep_dir / SWEEP_FILE, meta)
         raytune.shutdown_ray()
     sweep = load_sweep(sweep_dir)
+    preflight.record_infeasible(sweep_dir, preflight.oom_rows(sweep))
+    for line in calibration_lines(spec, expand(spec), sweep):
+        print(line, file=out)
     report = write_report(sweep, Path(spec.output.reports_dir))
     best = best_trial(sweep, spec.metric.name, spec.metric.goal)
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(sweep.by_status().items()))
@@ -141,6 +191,47 @@ def pruning_plan(spec: Spec, n_train: int, tokens_per_example: float, sweep_dir:
 
     storage = f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
     return raytune.gate_settings(spec, storage, sweep_budget(spec, n_train, tokens_per_example))
+
+
+def run_preflight(spec: Spec, configs: list[dict[str, Any]], earlier: SweepRecord | None,
+                  out: TextIO) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
+    """Print over-budget trials; with preflight: skip, drop them (and configs that ran out of memory at every
+    batch in the earlier launch). Returns the configs to run and the infeasible rows to record."""
+    if spec.method == "bayes":
+        return configs, []
+    coef, n_measured = preflight.calibrate_from(spec, earlier)
+    planned = preflight.plan(spec, configs, coef)
+    for line in preflight_lines(spec, configs, coef, n_measured, earlier):
+        print(line, file=out)
+    for i, p in enumerate(planned, 1):
+        if p.over:
+            print(f"  trial {i} {p.params}: predicted {p.predicted_gb:.1f} GB", file=out)
+    if spec.resources.preflight != "skip":
+        return configs, []
+    skipped = preflight.infeasible_rows(planned, spec.resources.gpu_memory_gb)
+    skipped += [r for r in _infeasible(earlier) if r.get("reason") == "oom"]
+    keep = [c for c in configs if c not in [r["params"] for r in skipped]]
+    if not keep:
+        raise SweeperError(
+            f"resources.preflight: every trial is predicted above resources.gpu_memory_gb "
+            f"({spec.resources.gpu_memory_gb:g} GB) or ran out of memory before: lower "
+            "per_device_train_batch_size or max_length, or set preflight: warn to run them anyway"
+        )
+    return keep, skipped
+
+
+def calibration_lines(spec: Spec, configs: list[dict[str, Any]], sweep: SweepRecord) -> list[str]:
+    """After the trials: refit the activation coefficient from measured GPU peaks and re-predict."""
+    coef, n = preflight.calibrate_from(spec, sweep)
+    if not n:
+        return ["Memory: no GPU peaks measured (CPU trials): the estimator was not recalibrated"]
+    lines = [f"Memory: activation coefficient refit from {n} measured trial(s): "
+             f"{estimate.ACTIVATION_COEF:g} -> {coef:.3g}; re-predicted peaks:"]  # fmt: skip
+    before = preflight.plan(spec, configs)
+    after = preflight.plan(spec, configs, coef)
+    for b, a in zip(before, after, strict=True):
+        lines.append(f"  {b.params}: {b.predicted_gb} -> {a.predicted_gb} GB{' (over budget)' if a.over else ''}")
+    return lines
 
 
 def absolute_paths(spec: Spec) -> Spec:

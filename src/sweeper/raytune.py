@@ -45,14 +45,21 @@ def shutdown_ray() -> None:
 def _trainable(config: dict[str, Any], *, spec: Spec, train_rows: list[dict], eval_rows: list[dict]) -> None:
     from ray import tune
 
-    from sweeper.trial import run_trial
+    from sweeper.store import ATTEMPTS_FILE
+    from sweeper.trial import oom_injection, run_with_oom_retries
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        if metrics.get("sweeper/oom"):  # no attempt fitted: Tune still wants the metric in the last result
+            metrics = {spec.metric.name: float("nan"), **metrics}
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         tune.report(metrics, checkpoint=checkpoint)
 
     settings = trial_settings(spec, config["params"])
-    run_trial(settings, train_rows, eval_rows, report, cpus=spec.resources.cpus_per_trial)
+    run_with_oom_retries(
+        settings, train_rows, eval_rows, report, cpus=spec.resources.cpus_per_trial, oom=spec.resources.oom,
+        attempts_path=Path(tune.get_context().get_trial_dir()) / ATTEMPTS_FILE,
+        callbacks_for=oom_injection(os.environ),  # None unless a test sets SWEEPER_TEST_OOM_AT_STEP
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,12 +263,19 @@ class ProgressPrinter:
         self.say(f"{self._tag(trial)} started ({trial.trial_id})")
 
     def result(self, trial: Any, result: dict[str, Any]) -> None:
+        if result.get("sweeper/oom"):
+            self.say(f"{self._tag(trial)} out of memory at every per-device batch tried "
+                     f"({result.get('sweeper/attempt')} attempt(s)): status oom")  # fmt: skip
+            return
         if result.get("sweeper/done"):
             value = result.get(self.metric)
             self.say(f"{self._tag(trial)} completed: {self.metric} {_num(value)} after "
                      f"{result.get('sweeper/step')} steps in {_num(result.get('sweeper/elapsed_s'))} s")  # fmt: skip
             return
         parts = [f"step {result.get('sweeper/step')}", f"{result.get('sweeper/examples_seen')} ex"]
+        if (result.get("sweeper/attempt") or 1) > 1:  # a retry after running out of memory
+            batch = result.get("sweeper/per_device_train_batch_size")
+            parts.insert(0, f"attempt {result['sweeper/attempt']} bs {batch}")
         for key, short in (("rewards/margins", "margins"), ("rewards/accuracies", "acc"), ("loss", "loss"),
                            ("eval_rewards/margins", "eval margins"), ("eval_loss", "eval loss")):  # fmt: skip
             if key in result:

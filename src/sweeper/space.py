@@ -102,6 +102,20 @@ def effective_batch(training: dict[str, Any], devices: int = 1) -> int:
     return int(training["per_device_train_batch_size"]) * int(training["gradient_accumulation_steps"]) * devices
 
 
+def halve(training: dict[str, Any]) -> dict[str, Any] | None:
+    """The next OOM retry: a smaller per-device batch and more accumulation, same effective batch.
+
+    Half the batch when it is even, else its largest divisor below it (3 -> 1 x 3); None at batch 1.
+    """
+    batch = int(training["per_device_train_batch_size"])
+    smaller = next((d for d in range(batch // 2, 0, -1) if batch % d == 0), None)
+    if smaller is None:
+        return None
+    factor = batch // smaller
+    return {**training, "per_device_train_batch_size": smaller,
+            "gradient_accumulation_steps": int(training["gradient_accumulation_steps"]) * factor}  # fmt: skip
+
+
 def label(params: dict[str, Any], names: list[str] | None = None) -> str:
     """A short human label such as ``lr=5e-05 ga=8``."""
     keys = names if names is not None else list(params)

@@ -150,6 +150,21 @@ class ResourcesSection(_Section):
     max_concurrent_trials: Annotated[int, Field(gt=0)] | None = None
     # CPUs of the local Ray instance started by launch (ignored with --address); None = all.
     num_cpus: Annotated[int, Field(gt=0)] | None = None
+    # Memory of one GPU, for the preflight (sweeper.estimate): trials predicted above it are flagged or skipped.
+    # 80 = the A100/H100 80 GB cards the seed grid ran on; GB as nvidia-smi counts them (GiB).
+    gpu_memory_gb: Annotated[float, Field(gt=0)] = 80
+    # warn: list over-budget trials and run them anyway (the estimate is approximate); skip: leave them out
+    # before Ray starts and record them in trials/<name>/infeasible.json.
+    preflight: Literal["warn", "skip"] = "warn"
+    # retry_halved: an out-of-memory trial reruns with half the per-device batch and twice the accumulation
+    # (same effective batch, unlike HF's auto_find_batch_size), down to batch 1; fail: it ends with status oom.
+    oom: Literal["retry_halved", "fail"] = "retry_halved"
+    # Price of one GPU-hour for the dry-run's cost line; 2.0 is a round on-demand A100 80 GB cloud price
+    # (an assumption, not a quote: set your own).
+    gpu_hour_usd: Annotated[float, Field(ge=0)] = 2.0
+    # Training throughput of one GPU in DPO examples per second, for the GPU-hours line; None = measured in
+    # earlier trials of this sweep, else scaled from the seed (~1 example/s for Mistral-7B at max_length 1536).
+    examples_per_gpu_second: Annotated[float, Field(gt=0)] | None = None
 
 
 class OutputSection(_Section):

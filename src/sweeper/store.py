@@ -8,6 +8,7 @@ Layout (Ray's storage, one folder per trial):
     trials/<name>/<trial>/checkpoint_000000/       the trained LoRA adapter
     trials/<name>/<trial>/pruned.json              written by the pruning scheduler when it stopped the trial
     trials/<name>/<trial>/attempts.json            out-of-memory attempts of the trial (oom: retry_halved)
+    trials/<name>/infeasible.json                  configs left out by the preflight or out of memory at batch 1
 
 Light module: imports neither torch nor ray.
 """
@@ -102,7 +103,10 @@ def load_trial(path: Path) -> TrialRecord:
     pruned = read_json(path / PRUNED_FILE)
     attempts = read_json(path / ATTEMPTS_FILE) or []
     status = trial_status(done, pruned is not None, bool(attempts) and attempts[-1].get("status") == "oom", error)
-    curve = [r for r in results if not r.get(DONE)]
+    # every logged step of the attempt that counts (the last one, after out-of-memory retries)
+    curve = [r for r in results if not r.get(DONE) and not r.get("sweeper/oom")]
+    last_attempt = max((r.get("sweeper/attempt", 1) for r in curve), default=1)
+    curve = [r for r in curve if r.get("sweeper/attempt", 1) == last_attempt]
     # Ray writes the trial id into every result; folders are named <trial id>--<label>.
     trial_id = str(results[0]["trial_id"]) if results and "trial_id" in results[0] else path.name.split("--")[0]
     return TrialRecord(

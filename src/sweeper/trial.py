@@ -2,26 +2,33 @@
 
 The only module (with ``sweeper.tiny`` and ``sweeper.prepare``) that imports torch, transformers, TRL
 and PEFT. It knows nothing of Ray: the caller passes ``report(metrics, checkpoint_dir)``.
+``run_with_oom_retries`` turns an out-of-memory error into data: the attempt is recorded, its memory freed,
+and the trial reruns at half the per-device batch and twice the accumulation (the same effective batch).
 """
 
 from __future__ import annotations
 
+import gc
 import tempfile
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, TrainerCallback
 
-from sweeper import guard, memory
-from sweeper.space import effective_batch
+from sweeper import estimate, guard, memory
+from sweeper.space import effective_batch, halve
+from sweeper.store import write_json
 from sweeper.tiny import resolve_model
 
 # Our own metrics carry this prefix so they never collide with TRL's.
 PREFIX = "sweeper/"
 Report = Callable[[dict[str, Any], str | None], None]
+# What ends an attempt as out of memory: CUDA's allocator error, and Python's on CPU.
+OOM_ERRORS = (torch.OutOfMemoryError, MemoryError)
 
 
 def set_threads(cpus: float) -> int:
@@ -140,13 +147,19 @@ class MemoryMeter:
 class ReportCallback(TrainerCallback):
     """Forwards every TRL log (train and eval) with examples/tokens seen, time and memory."""
 
-    def __init__(self, report: Report, examples_per_step: int, started: float, meter: MemoryMeter) -> None:
+    def __init__(self, report: Report, examples_per_step: int, started: float, meter: MemoryMeter,
+                 attempt: dict[str, Any] | None = None) -> None:  # fmt: skip
         self.report = report
         self.examples_per_step = examples_per_step
         self.started = started
         self.meter = meter
+        self.attempt = attempt or {}  # constant fields of this attempt (number, batch, predicted peak)
         self.last: dict[str, Any] = {}
         self.rows: list[dict[str, Any]] = []  # the curve so far, for the margin-hacking guard
+        self.step = 0  # the optimizer step running now (where an out-of-memory error struck)
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.step = state.global_step + 1
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         if not logs or "train_runtime" in logs:  # the end-of-training summary is reported as the final result
@@ -166,7 +179,34 @@ class ReportCallback(TrainerCallback):
             f"{PREFIX}examples_seen": step * self.examples_per_step,
             f"{PREFIX}elapsed_s": round(time.monotonic() - self.started, 3),
             **self.meter.read(),
+            **self.attempt,
         }
+
+
+class InjectOOM(TrainerCallback):
+    """TEST ONLY: raises torch.OutOfMemoryError at the end of optimizer step ``step`` (see oom_injection)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if state.global_step == self.step:
+            raise torch.OutOfMemoryError(f"CUDA out of memory (injected at step {self.step} by {TEST_OOM_AT_STEP})")
+
+
+# TEST ONLY (tests/test_oom.py): SWEEPER_TEST_OOM_AT_STEP=N makes every attempt whose per-device batch is above
+# SWEEPER_TEST_OOM_ABOVE_BATCH (default 1) raise torch.OutOfMemoryError at step N. Never set in real sweeps.
+TEST_OOM_AT_STEP = "SWEEPER_TEST_OOM_AT_STEP"
+TEST_OOM_ABOVE_BATCH = "SWEEPER_TEST_OOM_ABOVE_BATCH"
+CallbacksFor = Callable[[dict[str, Any]], list[Any]]
+
+
+def oom_injection(environ: Mapping[str, str]) -> CallbacksFor | None:
+    """TEST ONLY: the callbacks that inject an OOM into an attempt, from the environment; None when unset."""
+    if not environ.get(TEST_OOM_AT_STEP):
+        return None
+    step, above = int(environ[TEST_OOM_AT_STEP]), int(environ.get(TEST_OOM_ABOVE_BATCH, "1"))
+    return lambda training: [InjectOOM(step)] if training["per_device_train_batch_size"] > above else []
 
 
 def run_trial(
@@ -176,8 +216,13 @@ def run_trial(
     report: Report,
     cpus: float = 1,
     callbacks: list[Any] | None = None,
+    attempt: int = 1,
+    probe: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train one DPO trial; report every log step, then a final result with the adapter as checkpoint."""
+    """Train one DPO trial; report every log step, then a final result with the adapter as checkpoint.
+
+    ``probe`` (filled as it goes) lets the caller see the step and the model of an attempt that raised.
+    """
     from datasets import Dataset
     from trl import DPOTrainer
 
@@ -186,10 +231,19 @@ def run_trial(
     meter = MemoryMeter()
     training, data, model_s = settings["training"], settings["data"], settings["model"]
     bf16 = training["bf16"] if training["bf16"] is not None else bool(use_cuda() and torch.cuda.is_bf16_supported())
+    probe = probe if probe is not None else {}
     tokenizer, base = load_model(model_s, bf16)
+    probe["model"] = weakref.ref(base)
     load_s = time.monotonic() - started
     examples_per_step = effective_batch(training)
-    forward = ReportCallback(report, examples_per_step, started, meter)
+    fields = {f"{PREFIX}attempt": attempt,
+              f"{PREFIX}per_device_train_batch_size": training["per_device_train_batch_size"],
+              f"{PREFIX}gradient_accumulation_steps": training["gradient_accumulation_steps"]}  # fmt: skip
+    predicted = estimate.predict_settings(settings)  # for one GPU, also reported on CPU (what a user compares)
+    if predicted is not None:
+        fields[f"{PREFIX}predicted_peak_gb"] = round(predicted, 2)
+    forward = ReportCallback(report, examples_per_step, started, meter, fields)
+    probe["forward"] = forward
     with tempfile.TemporaryDirectory(prefix="sweeper-trial-") as work:
         trainer = DPOTrainer(
             model=base,
@@ -218,6 +272,85 @@ def run_trial(
             final[f"{PREFIX}gpu_name"] = torch.cuda.get_device_name()
         report(final, str(adapter_dir))
     del trainer, base
+    free_memory()
+    return final
+
+
+def free_memory() -> None:
+    """Drop what an attempt left behind: cycles, CUDA's cached blocks and bitsandbytes' paged buffers."""
+    gc.collect()
+    try:  # bitsandbytes keeps every paged optimizer buffer in a process-wide list
+        from bitsandbytes.functional import GlobalPageManager
+
+        GlobalPageManager.get_instance().paged_tensors.clear()
+    except (ImportError, AttributeError):
+        pass
     if use_cuda():
         torch.cuda.empty_cache()
-    return final
+
+
+def run_with_oom_retries(
+    settings: dict[str, Any],
+    train_rows: list[dict[str, str]],
+    eval_rows: list[dict[str, str]],
+    report: Report,
+    cpus: float = 1,
+    oom: str = "retry_halved",
+    attempts_path: Path | None = None,
+    callbacks_for: CallbacksFor | None = None,
+) -> dict[str, Any]:
+    """run_trial, where out of memory is data: each OOM attempt is recorded (``attempts_path``, written when
+    any attempt ran out of memory), its memory freed, and with ``oom="retry_halved"`` the trial reruns at half
+    the per-device batch and twice the accumulation, down to batch 1. When no attempt fits, a final result
+    with ``sweeper/oom: 1`` (and no ``sweeper/done``) is reported and returned: the trial ends, the sweep goes on.
+    """
+    attempts: list[dict[str, Any]] = []
+    for number in range(1, 64):
+        training = settings["training"]
+        probe: dict[str, Any] = {}
+        extra = callbacks_for(training) if callbacks_for else []
+        try:
+            final = run_trial(settings, train_rows, eval_rows, report, cpus, extra, attempt=number, probe=probe)
+        except OOM_ERRORS as exc:
+            error = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
+        else:
+            if attempts:
+                attempts.append(attempt_row(number, training, "completed", final.get(f"{PREFIX}step"), None))
+                _write(attempts_path, attempts)
+            return final
+        forward = probe.get("forward")
+        last = {**forward.last, **forward.progress(forward.step)} if forward is not None else {}
+        step = forward.step if forward is not None else 0
+        del forward
+        free_memory()
+        model = probe.get("model")
+        row = attempt_row(number, training, "oom", step, error)
+        row["freed"] = model is None or model() is None  # nothing of this attempt is left alive
+        attempts.append(row)
+        _write(attempts_path, attempts)
+        smaller = halve(training) if oom == "retry_halved" else None
+        if smaller is None:
+            final = {**last, f"{PREFIX}oom": 1, f"{PREFIX}attempt": number,
+                     f"{PREFIX}device": "cuda" if use_cuda() else "cpu"}  # fmt: skip
+            report(final, None)
+            return final
+        settings = {**settings, "training": smaller}
+    raise RuntimeError("unreachable: halving reaches batch 1 in fewer than 64 attempts")
+
+
+def attempt_row(number: int, training: dict[str, Any], status: str, step: Any, error: str | None) -> dict[str, Any]:
+    return {
+        "attempt": number,
+        "per_device_train_batch_size": training["per_device_train_batch_size"],
+        "gradient_accumulation_steps": training["gradient_accumulation_steps"],
+        "effective_batch": effective_batch(training),
+        "status": status,
+        "step": step,
+        "error": error,
+    }
+
+
+def _write(path: Path | None, attempts: list[dict[str, Any]]) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, attempts)
