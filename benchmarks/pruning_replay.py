@@ -1,0 +1,143 @@
+"""Benchmark: pruners replayed on recorded DPO sweeps, side by side in one run.
+
+For each sweep and pruner, averaged over random trial arrival orders, at concurrency 1 and 2:
+  compute  = examples spent / examples of the full grid (lower is better)
+  kept     = share of orders in which the full-grid winner survives (higher is better)
+  regret   = (winner's final - best surviving final) / spread of finals (lower is better)
+
+Sweeps: our own densely logged CPU sweeps (benchmarks/recorded/, copies of trials/<name> with only
+sweep.json, params.json and result.json), and the public curves in ../shared/curves (three unrelated
+single runs replayed as one pseudo-sweep on eval margins: a format and sparsity check, not a sweep).
+Pruners: Optuna's own (median, percentile 25, successive halving, hyperband, as configured by
+sweeper: examples-seen grid, 10% warm-up, 1 startup trial), sweeper's peer pruner, and Ray Tune's own
+AsyncHyperBandScheduler (ASHA, grace 10%, reduction 3) driven through the same simulator.
+
+    python benchmarks/pruning_replay.py [--orders 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sweeper.pruning import Budget
+from sweeper.replay import Curve, budget_of, curves_from_log_history, curves_from_sweep, simulate, sweep_config
+from sweeper.spec import Spec
+from sweeper.store import load_sweep
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parent.parent / "shared" / "curves"
+
+PRUNERS: dict[str, dict[str, Any]] = {
+    "optuna median": {"pruner": "median"},
+    "optuna percentile 25": {"pruner": "percentile", "percentile": 25.0},
+    "optuna successive halving": {"pruner": "successive_halving"},
+    "optuna hyperband": {"pruner": "hyperband"},
+    "sweeper peer (median)": {"pruner": "peer"},
+    "sweeper peer 25, warm-up 5%": {"pruner": "peer", "percentile": 25.0, "warmup_fraction": 0.05},
+    "ray ASHA": {"asha": True},
+}
+
+
+class AshaGate:
+    """Ray Tune's AsyncHyperBandScheduler behind the PruningGate interface (add/report/prune/complete)."""
+
+    def __init__(self, budget: Budget, direction: str, grace_fraction: float = 0.1, reduction_factor: int = 3):
+        from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
+
+        self.stop = TrialScheduler.STOP
+        self.scheduler = AsyncHyperBandScheduler(
+            time_attr="examples",
+            metric="value",
+            mode="max" if direction == "maximize" else "min",
+            max_t=budget.max_total,
+            grace_period=max(budget.grid, int(grace_fraction * budget.min_total)),
+            reduction_factor=reduction_factor,
+        )
+        self.trials: dict[str, _Trial] = {}
+
+    def add(self, trial_id: str) -> None:
+        self.trials[trial_id] = _Trial(trial_id)
+        self.scheduler.on_trial_add(None, self.trials[trial_id])
+
+    def report(self, trial_id: str, step: int, value: float) -> bool:
+        result = {"examples": step, "value": value}
+        return self.scheduler.on_trial_result(None, self.trials[trial_id], result) == self.stop
+
+    def prune(self, trial_id: str) -> None:
+        self.scheduler.on_trial_remove(None, self.trials.pop(trial_id))
+
+    def complete(self, trial_id: str, value: float | None) -> None:
+        trial = self.trials.pop(trial_id)
+        self.scheduler.on_trial_complete(None, trial, {"examples": 0, "value": value})
+
+
+class _Trial:
+    def __init__(self, trial_id: str) -> None:
+        self.trial_id = trial_id
+
+
+def recorded_sweeps() -> list[tuple[str, list[Curve], Budget, str]]:
+    out = []
+    for folder in sorted((HERE / "recorded").iterdir()):
+        sweep = load_sweep(folder)
+        spec = Spec.model_validate(sweep.meta["spec"])
+        _, budget, _ = sweep_config(spec, sweep.meta)
+        out.append((f"{folder.name} ({len(sweep.trials)} trials)", curves_from_sweep(sweep, spec.metric.name),
+                    budget, spec.metric.goal))  # fmt: skip
+    if (SHARED / "log_history").is_dir():
+        index = {r.get("run_id"): r for r in json.loads((SHARED / "runs_index.json").read_text())}
+        curves = []
+        for path in sorted((SHARED / "log_history").glob("*.json")):
+            batch = int(index.get(path.stem, {}).get("total_train_batch_size") or 1)
+            curves.append(curves_from_log_history(path, "eval_rewards/margins", examples_per_step=batch))
+        out.append((f"public curves ({len(curves)} runs, eval margins)", curves, budget_of(curves), "maximize"))
+    return out
+
+
+def score(curves: list[Curve], name: str, config: dict[str, Any], budget: Budget, direction: str,
+          concurrency: int, orders: list[list[int]]) -> dict[str, float]:  # fmt: skip
+    outcomes = []
+    for order in orders:
+        gate = AshaGate(budget, direction) if config.get("asha") else None
+        full = {"type": "optuna", **config} if not config.get("asha") else {"type": "optuna", "pruner": "nop"}
+        outcomes.append(simulate(curves, full, direction, budget, concurrency, order, gate=gate))
+    return {
+        "compute": statistics.mean(o.ratio for o in outcomes),
+        "kept": statistics.mean(1.0 if o.winner_kept else 0.0 for o in outcomes),
+        "regret": statistics.mean(o.regret for o in outcomes),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=50, help="random arrival orders per cell (default 50)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    import random
+
+    started = time.monotonic()
+    print(f"{'sweep':40} {'pruner':30} {'conc':>4} {'compute':>8} {'kept':>6} {'regret':>7}")
+    for sweep_name, curves, budget, direction in recorded_sweeps():
+        rng = random.Random(args.seed)
+        orders = []
+        for _ in range(args.orders):
+            order = list(range(len(curves)))
+            rng.shuffle(order)
+            orders.append(order)
+        for pruner, config in PRUNERS.items():
+            for concurrency in (1, 2):
+                s = score(curves, pruner, config, budget, direction, concurrency, orders)
+                print(f"{sweep_name:40} {pruner:30} {concurrency:>4} {s['compute']:>8.2f} {s['kept']:>6.2f} "
+                      f"{s['regret']:>7.3f}", flush=True)  # fmt: skip
+    print(f"({args.orders} orders per cell, {time.monotonic() - started:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
