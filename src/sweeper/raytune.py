@@ -346,6 +346,7 @@ def run_sweep(
     )
     scheduler = search_alg = None
     if gate is not None:
+        _GATES.pop(gate["key"], None)  # a fresh study object per run (an earlier run may have left one)
         et = spec.early_terminate
         step_key = "sweeper/tokens_seen" if et is not None and et.step_unit == "tokens" else "sweeper/examples_seen"
         name = "hyperband" if et is not None and et.type == "hyperband" else (et.pruner if et else "nop")
