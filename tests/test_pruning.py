@@ -89,6 +89,20 @@ def test_successive_halving_prunes_the_weak_one() -> None:
     assert run(g, "bad", rising(0.001)) is not None  # below the rung's top half
 
 
+def test_peer_compares_with_running_trials() -> None:
+    g = gate({"pruner": "peer"})
+    g.add("a")
+    g.add("b")
+    # Both running, nothing completed: Optuna's median could not decide here; the peer rule can.
+    assert not g.report("a", 8, 0.08)  # warm-up
+    assert not g.report("b", 8, 0.01)
+    assert not g.report("a", 16, 0.16)  # a leads: no reason to stop it
+    assert g.report("b", 16, 0.02)  # b's best so far is below its only peer at 16 examples
+    g.prune("b")
+    g.add("c")
+    assert not g.report("c", 16, 0.5)  # above the median of a (running) and b (pruned) at 16
+
+
 def test_pruner_mapping() -> None:
     assert isinstance(build_pruner({"pruner": "percentile", "percentile": 25}, BUDGET), optuna.pruners.PercentilePruner)
     hb = build_pruner({"pruner": "hyperband"}, BUDGET)

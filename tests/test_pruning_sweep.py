@@ -84,3 +84,27 @@ def test_bayes_samples_through_the_same_study(tmp_path: Path) -> None:
         assert 1e-5 <= trial.params["learning_rate"] <= 1e-2
         expected = {"completed": "COMPLETE", "pruned": "PRUNED"}[trial.status]
         assert by_ray_id[trial.trial_id].state.name == expected
+
+
+def test_peer_pruner_on_eval_margins(tmp_path: Path) -> None:
+    # Evaluation on: train logs carry no eval_* value and eval logs no train value, and Ray must accept
+    # both. One trial at a time keeps the order deterministic (live timing at concurrency 2 is not; the
+    # concurrency-2 behaviour of the peer pruner is tested by replay in tests/test_replay.py).
+    (tmp_path / "eval.yaml").write_text("""
+name: evalprune
+metric: {name: eval_rewards/margins, goal: maximize}
+parameters:
+  learning_rate: {values: [3.0e-3, 1.0e-5]}
+early_terminate: {type: optuna, pruner: peer}
+model: {name_or_path: builtin:tiny-mistral, lora: {r: 8, lora_alpha: 16, lora_dropout: 0.0}}
+data: {path: builtin:synthetic, max_length: 96}
+training: {per_device_train_batch_size: 4, max_steps: 16, logging_steps: 2, eval_steps: 4}
+resources: {cpus_per_trial: 1, gpus_per_trial: 0, max_concurrent_trials: 1}
+""")
+    launch(tmp_path / "eval.yaml", tmp_path)
+    sweep = load_sweep(tmp_path / "trials" / "evalprune")
+    status = {t.params["learning_rate"]: t.status for t in sweep.trials}
+    assert status == {3e-3: "completed", 1e-5: "pruned"}
+    weak = next(t for t in sweep.trials if t.status == "pruned")
+    assert weak.pruned is not None and "eval_rewards/margins" in weak.pruned["reason"]
+    assert any("eval_rewards/margins" in row for row in weak.curve)

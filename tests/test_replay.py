@@ -47,6 +47,15 @@ def test_median_loses_its_saving_at_concurrency_2() -> None:
     assert parallel.ratio > serial.ratio
 
 
+def test_peer_pruner_keeps_its_saving_at_concurrency_2() -> None:
+    peer = {"type": "optuna", "pruner": "peer"}
+    parallel = simulate(CURVES, peer, "maximize", BUDGET, concurrency=2)
+    assert "ok" in parallel.pruned  # judged against "best" running beside it, not against finished trials
+    assert parallel.winner_kept
+    median = simulate(CURVES, MEDIAN, "maximize", BUDGET, concurrency=2)
+    assert parallel.ratio < median.ratio
+
+
 def test_regret_when_the_winner_is_pruned() -> None:
     late_bloomer = Curve("late", tuple((s, 0.0 if s < 64 else 0.05 * (s - 56)) for s in range(8, 97, 8)), 96, 2.0)
     out = simulate([curve("steady", 0.01), late_bloomer], MEDIAN, "maximize", BUDGET)

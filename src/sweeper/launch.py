@@ -62,6 +62,9 @@ def describe(spec: Spec, spec_path: Path) -> list[str]:
         pruner = "W&B hyperband (as Optuna's HyperbandPruner)" if et.type == "hyperband" else f"Optuna {et.pruner}"
         lines.append(f"  early_terminate: {pruner} on {spec.metric.name} per {et.step_unit} seen, "
                      f"margin-hacking guard: {et.guard}")  # fmt: skip
+        if spec.training.eval_steps and not spec.metric.name.startswith("eval_"):
+            lines.append(f"  tip: evaluation runs every {spec.training.eval_steps} steps; pruning on held-out "
+                         f"eval_{spec.metric.name} is less noisy than on train {spec.metric.name}")  # fmt: skip
     return lines
 
 

@@ -17,15 +17,23 @@ from sweeper.space import label, swept_names, trial_settings
 from sweeper.spec import Spec
 
 
-def loopback_env() -> None:
-    """Environment that keeps a local Ray on 127.0.0.1 (our machines allow servers on loopback only)."""
+def ray_env() -> None:
+    """Environment for Ray, set before it starts.
+
+    - a local Ray binds 127.0.0.1 (our machines allow servers on loopback only; Ray otherwise binds the
+      machine's network address, see ../shared/RECIPES.md);
+    - no usage statistics are sent;
+    - results may lack the sweep's metric: with evaluation on, train logs carry no ``eval_*`` value and
+      eval logs no train value (the pruning scheduler skips results without its metric).
+    """
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 
 
 def init_ray(address: str | None, num_cpus: int | None, verbose: bool) -> dict[str, float]:
     """Start a local Ray (bound to loopback) or connect to a cluster; return its resources."""
-    loopback_env()
+    ray_env()
     import ray
 
     if address:
