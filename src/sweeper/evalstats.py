@@ -269,7 +269,7 @@ def heldout_section(sweep: Any, best: Any) -> list[str]:
                      "(norm: per token); chance " + ", ".join(f"{k} {_pct(v)}" for k, v in chance.items()) + ".")
     if any(b.get("samples") for b in sweep.base_evaluation):
         notes.append(f"Greedy answers side by side: [samples.md]({sweep.name}/samples.md).")
-    return lines + ["", *notes]
+    return lines + [line for note in notes for line in ("", note)]
 
 
 def _row(label: str, record: dict[str, Any], base_rate: float | None, sets: list[str]) -> str:

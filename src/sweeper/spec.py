@@ -196,6 +196,14 @@ class MultipleChoiceSet(_Section):
     # Use only the first rows (quick looks at a big set); None = all.
     max_rows: Annotated[int, Field(gt=0)] | None = None
 
+    @field_validator("fixed_options", mode="before")
+    @classmethod
+    def _yes_no(cls, value: Any) -> Any:
+        # YAML 1.1 reads an unquoted yes / no as true / false: [yes, no, maybe] means the words
+        if isinstance(value, list):
+            return [("yes" if v else "no") if isinstance(v, bool) else v for v in value]
+        return value
+
     @model_validator(mode="after")
     def _options_one_way(self) -> MultipleChoiceSet:
         if self.fixed_options is not None:
