@@ -62,6 +62,8 @@ def test_length_and_repetition_of_generations() -> None:
     fresh = "please consult your doctor first".split()
     assert evalstats.distinct_n(fresh, 2) == 1.0 and evalstats.repeated_ngram_ratio(fresh, 3) == 0.0
     assert evalstats.distinct_n(["one"], 2) is None
+    assert "\x17" not in evalstats.samples_text("s", [{"prompt": "p"}], [("base", [{"answer": "a\x17b|c",
+                                                                                   "n_tokens": 3}])], 8, 0)
     g = evalstats.generation_metrics([{"answer": "a b c", "n_tokens": 8}, {"answer": "", "n_tokens": 2}], 8)
     assert g["hit_cap"] == 0.5 and g["n_tokens"] == 5.0 and g["distinct_2"] == 1.0  # empty answers have no bigram
 
@@ -89,6 +91,7 @@ def test_a_tie_on_the_rate_is_agreement_and_the_margin_breaks_ties_for_the_winne
     assert evalstats.heldout_winner(evaluations) == "t2"
     a = evalstats.agreement("t1", evaluations)
     assert a is not None and a.agrees  # the held-out set cannot tell them apart
+    assert "`t2` ties it on that rate with a larger log-prob margin" in evalstats.agreement_line(a)
 
 
 def test_a_winner_no_better_than_base_is_called_out() -> None:

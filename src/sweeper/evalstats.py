@@ -128,6 +128,7 @@ class Agreement:
     heldout_rate: float
     base_rate: float | None
     n: int
+    tied_with: str | None = None  # the held-out winner by margin when it ties the metric's winner on the rate
 
 
 def preference(record: dict[str, Any] | None) -> dict[str, Any]:
@@ -158,7 +159,8 @@ def agreement(metric_winner: str | None, evaluations: dict[str, dict[str, Any] |
     agrees = best == metric_winner or float(mine["rate"]) >= float(top["rate"])
     base_rate = preference(base).get("rate")
     return Agreement(agrees, metric_winner, metric_winner if agrees else best, float(mine["rate"]), float(top["rate"]),
-                     None if base_rate is None else float(base_rate), int(top.get("n", 0)))  # fmt: skip
+                     None if base_rate is None else float(base_rate), int(top.get("n", 0)),
+                     best if agrees and best != metric_winner else None)  # fmt: skip
 
 
 def agreement_line(a: Agreement) -> str:
@@ -167,6 +169,8 @@ def agreement_line(a: Agreement) -> str:
     if a.agrees:
         line = (f"Held-out preference accuracy agrees: `{a.metric_winner}` also prefers the chosen answer most often "
                 f"on {a.n} held-out pairs ({a.metric_winner_rate:.0%}{base}).")  # fmt: skip
+        if a.tied_with:
+            line += f" `{a.tied_with}` ties it on that rate with a larger log-prob margin."
         if a.base_rate is not None and a.metric_winner_rate <= a.base_rate:
             line += " But it does no better than the base model there: the training gain did not carry over."
         return line
@@ -203,6 +207,8 @@ def samples_text(name: str, prompts: Sequence[dict[str, str]], models: Sequence[
 
 
 def _quote(text: str) -> str:
+    # control characters (an untrained model emits raw bytes) would garble the markdown: shown as U+FFFD
+    text = "".join(c if c.isprintable() or c.isspace() else "\ufffd" for c in text)
     flat = " ".join(text.split()).replace("|", "\\|")
     return f"“{flat}”" if flat else "(empty)"
 
