@@ -79,6 +79,11 @@ def build_sweep(root: Path) -> Path:
     (pruned / "result.json").write_text(json.dumps({"rewards/margins": 0.01, "sweeper/step": 4,
                                                     "trial_id": "ev000_00002"}) + "\n")  # fmt: skip
     write_json(pruned / "pruned.json", {"step": 4, "examples_seen": 16, "reason": "median"})
+    broken = sweep_dir / "ev000_00003_lr=0.001"  # finished, but its adapter file is damaged
+    shutil.copytree(sweep_dir / "ev000_00000_lr=0.003", broken)
+    (broken / "checkpoint_000000" / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
+    (broken / "result.json").write_text((broken / "result.json").read_text().replace("ev000_00000", "ev000_00003"))
+    write_json(broken / "params.json", {"params": {"learning_rate": 1e-3}})
     return sweep_dir
 
 
@@ -143,6 +148,8 @@ def test_pruned_trial_is_skipped_with_a_reason_and_the_report_shows_base_first(e
     assert rows[0].startswith("| base | evaluated |")
     assert rows[1].startswith("| `ev000_00000` ★ ▲ | evaluated |")
     assert "skipped: pruned at 16 examples" in rows[3]
+    assert rows[4].startswith("| `ev000_00003` | error: ")  # the damaged adapter: recorded, the others went on
+    assert evaluated["by_id"]["ev000_00003"]["status"] == "error"
     verdict = report.split("## Verdict")[1].split("## Trials")[0]
     assert "Held-out preference accuracy agrees: `ev000_00000`" in verdict
     assert "[samples.md](evalsweep/samples.md)" in section
@@ -152,7 +159,7 @@ def test_pruned_trial_is_skipped_with_a_reason_and_the_report_shows_base_first(e
 def test_ray_tasks_give_the_same_numbers_as_inline(evaluated: dict[str, Any]) -> None:
     # a copy with the winner alone: two Ray tasks (base, trial), each loading the model in a fresh worker
     sweep_dir = evaluated["root"] / "ray" / "evalsweep"
-    shutil.copytree(evaluated["sweep"].path, sweep_dir, ignore=shutil.ignore_patterns("ev000_0000[12]*"))
+    shutil.copytree(evaluated["sweep"].path, sweep_dir, ignore=shutil.ignore_patterns("ev000_0000[123]*"))
     inline = {k: v["preference"] for k, v in evaluated["by_id"].items() if k == "ev000_00000"}
     inline["base"] = evaluated["sweep"].base_evaluation[0]["preference"]
     started = time.monotonic()

@@ -241,6 +241,9 @@ def summary_lines(sweep: SweepRecord, work: Plan, records: dict[str, dict[str, A
     for g in work.groups:
         for job in g["jobs"]:
             r = records[job["key"]]
+            if r.get("status") != "evaluated":
+                lines.append(f"  {job['key']}: {r.get('status')}, {r.get('reason')}")
+                continue
             p = r.get("preference") or {}
             text = f"  {job['key']}: held-out preference rate {_pct(p.get('rate'))}"
             text += f" (per token {_pct(p.get('rate_norm'))})"

@@ -280,8 +280,8 @@ def heldout_section(sweep: Any, best: Any) -> list[str]:
 
 def _row(label: str, record: dict[str, Any], base_rate: float | None, sets: list[str]) -> str:
     if record.get("status") != "evaluated":
-        reason = record.get("reason") or record.get("status") or "?"
-        return "| " + " | ".join([label, f"skipped: {reason}", *["-"] * (8 + len(sets))]) + " |"
+        reason = record.get("reason") or "?"
+        return "| " + " | ".join([label, f"{record.get('status', '?')}: {reason}", *["-"] * (8 + len(sets))]) + " |"
     p, g = record.get("preference") or {}, record.get("generation") or {}
     mc = record.get("multiple_choice") or {}
     delta = None if base_rate is None or p.get("rate") is None else p["rate"] - base_rate

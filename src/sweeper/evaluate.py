@@ -92,10 +92,12 @@ class Evaluator:
                 for row, (seq, _) in enumerate(batch):
                     ids[row, : len(seq)] = torch.tensor(seq)
                     mask[row, : len(seq)] = 1
-                logits = model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits.float()
-                logps = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None].to(self.device))[..., 0]
-                for row, (seq, start) in enumerate(batch):
-                    span = logps[row, max(start - 1, 0) : len(seq) - 1]  # targets start..len-1
+                logits = model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+                for row, (seq, start) in enumerate(batch):  # one row at a time: fp32 vocab-wide log-softmax is big
+                    first = max(start - 1, 0)  # logits at t predict token t + 1: the answer's targets start..len-1
+                    logps = logits[row, first : len(seq) - 1].float().log_softmax(-1)
+                    targets = ids[row, first + 1 : len(seq)].to(self.device)
+                    span = logps.gather(-1, targets[:, None])[:, 0]
                     out.append((float(span.sum()), int(span.numel())))
         return out
 
@@ -191,10 +193,22 @@ def run_jobs(payload: dict[str, Any]) -> list[dict[str, Any]]:
             ev.activate(trials[0]["key"], Path(trials[0]["adapter"]))
         needs_ref = any(j.get("preference", True) for j in trials)
         reference = ev.pair_logps(data["rows"], adapter=False) if needs_ref else None
-        records = [evaluate_job(ev, job, data, reference) for job in jobs]
+        records = [_guarded(ev, job, data, reference) for job in jobs]
     for r in records:
         r["load_s"] = round(load_s, 3)
     return records
+
+
+def _guarded(ev: Evaluator, job: dict[str, Any], data: dict[str, Any],
+             reference: list[PairLogps] | None) -> dict[str, Any]:  # fmt: skip
+    """A trial whose evaluation raises (a corrupt adapter, out of memory) is recorded as such; the others go on."""
+    if job.get("adapter") is None:
+        return evaluate_job(ev, job, data, reference)  # without the base there is nothing to compare with
+    try:
+        return evaluate_job(ev, job, data, reference)
+    except Exception as exc:  # safetensors, PEFT and CUDA raise many types; like a failed Ray trial, it is a result
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        return {"status": "error", "key": job["key"], "reason": f"{type(exc).__name__}: {first}"}
 
 
 def _unpack(job: dict[str, Any], work: Path) -> dict[str, Any]:
