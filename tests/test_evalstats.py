@@ -15,6 +15,7 @@ from sweeper.mcq import answer_index, load_set
 from sweeper.report import render_report
 from sweeper.spec import MultipleChoiceSet, parse_spec
 from sweeper.store import load_sweep, write_json
+from sweeper.summary import trials_frame
 
 from .conftest import FIXTURES
 from .test_report import build_demo, check_golden
@@ -151,6 +152,8 @@ def test_report_says_plainly_when_held_out_disagrees(tmp_path: Path) -> None:
     assert "skipped: pruned at 16 examples" in rows[3]
     assert "| medqa acc (norm) |" in section and "chance medqa 25%" in section
     check_golden(text, FIXTURES / "golden" / "report_evaluated.md")
+    frame = trials_frame(load_sweep(root))  # trials.csv carries the held-out figures too
+    assert frame.set_index("trial_id")["heldout_pref_rate"].to_dict()["aaaaa_00005"] == 0.8
 
 
 def test_an_unevaluated_sweep_renders_as_before(tmp_path: Path) -> None:

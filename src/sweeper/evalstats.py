@@ -226,6 +226,13 @@ def _pct(value: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def heldout_columns(record: dict[str, Any] | None) -> dict[str, Any]:
+    """A trial's held-out figures as flat columns of trials.csv."""
+    p = preference(record)
+    return {"heldout_pref_rate": p.get("rate"), "heldout_pref_rate_norm": p.get("rate_norm"),
+            "heldout_margin": p.get("margin_mean"), "heldout_reward_accuracy": p.get("reward_accuracy")}  # fmt: skip
+
+
 def has_evaluation(sweep: Any) -> bool:
     return bool(sweep.base_evaluation) or any(t.evaluation for t in sweep.trials)
 
