@@ -4,7 +4,7 @@ The model work (log-probs, greedy answers, option likelihoods) is in ``sweeper.e
 its per-row numbers into rates and reads the records back for the report. Light module: no torch, no ray.
 
 Records (``trials/<name>/<trial>/evaluation.json`` and ``trials/<name>/evaluation_base.json``) hold
-``{"status": "evaluated" | "skipped", "reason", "preference": {...}, "generation": {...},
+``{"status": "evaluated" | "skipped" | "error", "reason", "preference": {...}, "generation": {...},
 "multiple_choice": {set: {...}}, "samples": [{"prompt", "answer", "n_tokens"}], "seconds", "device"}``.
 """
 

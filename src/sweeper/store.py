@@ -48,7 +48,7 @@ class TrialRecord:
     # attempts.json: one entry per attempt, e.g. {"per_device_train_batch_size", "gradient_accumulation_steps",
     # "status": "oom" | "completed", "step"}; empty when the first attempt ran through
     attempts: list[dict[str, Any]] = field(default_factory=list)
-    # evaluation.json: {"status": "evaluated" | "skipped", "reason", "preference", "multiple_choice", "generation"}
+    # evaluation.json: {"status": "evaluated" | "skipped" | "error", "reason", "preference", "multiple_choice", ...}
     evaluation: dict[str, Any] | None = None
 
     def value(self, metric: str) -> float | None:
