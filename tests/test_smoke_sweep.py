@@ -66,6 +66,18 @@ def test_report_names_the_best_trial(smoke_run: tuple[Path, str]) -> None:
     assert "completed: rewards/margins" in stdout  # progress lines while it runs
 
 
+def test_held_out_evaluation_backs_the_winner(smoke_run: tuple[Path, str]) -> None:
+    work, stdout = smoke_run
+    sweep = load_sweep(work / "trials" / "smoke")
+    base = sweep.base_evaluation[0]["preference"]
+    rates = {t.params["learning_rate"]: t.evaluation["preference"]["rate"] for t in sweep.trials}
+    assert min(r for lr, r in rates.items() if lr > 1e-3) > base["rate"]  # trained trials beat base held out
+    assert (work / "reports" / "smoke" / "samples.md").is_file()
+    report = (work / "reports" / "smoke.md").read_text()
+    assert "## Held-out evaluation" in report and "Held-out preference accuracy" in report
+    assert "Evaluating base and 4 trial(s) on 26 held-out pairs" in stdout
+
+
 def test_report_regenerated_from_trials_matches_what_launch_wrote(smoke_run: tuple[Path, str]) -> None:
     work, _ = smoke_run
     launched = (work / "reports" / "smoke.md").read_text()

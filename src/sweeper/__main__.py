@@ -1,4 +1,4 @@
-"""Command line: ``python -m sweeper launch|report|compare|dashboard``.
+"""Command line: ``python -m sweeper launch|report|evaluate|compare|dashboard``.
 
 Our own exceptions (sweeper.errors) become ``ERROR:`` lines and exit code 2; anything else is a bug
 and keeps its traceback.
@@ -31,6 +31,12 @@ def build_parser(prog: str = "sweeper") -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="(re)write reports/<name>.md from trials/<name>")
     report.add_argument("trials", type=Path, help="a sweep folder, e.g. trials/smoke")
     report.add_argument("--reports-dir", type=Path, help="where to write (default: the spec's output.reports_dir)")
+    evaluate = sub.add_parser("evaluate", help="held-out evaluation of base and every finished trial, then the report")
+    evaluate.add_argument("trials", type=Path, help="a sweep folder, e.g. trials/smoke")
+    evaluate.add_argument("--config", type=Path, help="YAML with an evaluation section (default: the sweep spec's)")
+    evaluate.add_argument("--address", help="Ray cluster to run one task per trial on ('auto'; 'local' starts a "
+                          "private local Ray); default: the sweep's cluster, else inline on this machine")  # fmt: skip
+    evaluate.add_argument("--reports-dir", type=Path, help="where to write (default: the spec's output.reports_dir)")
     replay = sub.add_parser("replay", help="replay recorded curves through a pruner, offline")
     replay.add_argument("paths", type=Path, nargs="+", help="trials/<name>, or TRL log_history JSON files")
     replay.add_argument("--pruner", help="median, percentile, successive_halving, hyperband, wilcoxon, threshold, "
@@ -85,6 +91,16 @@ def run(args: argparse.Namespace) -> None:
         sweep = load_sweep(args.trials)
         spec_output = sweep.meta.get("spec", {}).get("output", {})
         reports_dir = args.reports_dir or Path(spec_output.get("reports_dir", "reports"))
+        print(f"Report: {write_report(sweep, reports_dir)}")
+    elif args.command == "evaluate":
+        from sweeper.evalrun import evaluate_sweep, evaluation_of
+        from sweeper.report import write_report
+        from sweeper.store import load_sweep
+
+        sweep = load_sweep(args.trials)
+        spec_output = sweep.meta.get("spec", {}).get("output", {})
+        reports_dir = args.reports_dir or Path(spec_output.get("reports_dir", "reports"))
+        sweep = evaluate_sweep(sweep.path, evaluation_of(sweep, args.config), args.address, reports_dir)
         print(f"Report: {write_report(sweep, reports_dir)}")
     elif args.command == "replay":
         from sweeper.replay import replay_text

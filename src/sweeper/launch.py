@@ -128,6 +128,10 @@ def launch(spec_path: str | Path, address: str | None = None, dry: bool = False,
         return None
     for line in describe(spec, spec_path):
         print(line, file=out)
+    if spec.evaluation is not None:  # a bad multiple-choice set fails now, not after the trials
+        from sweeper.evalrun import check_sets
+
+        check_sets(spec.evaluation)
     sweep_dir = Path(spec.output.trials_dir) / spec.name
     configs, skipped = run_preflight(spec, configs, _earlier_sweep(spec), out)
     moved = set_aside(sweep_dir)
@@ -173,6 +177,13 @@ def launch(spec_path: str | Path, address: str | None = None, dry: bool = False,
     preflight.record_infeasible(sweep_dir, preflight.oom_rows(sweep))
     for line in calibration_lines(spec, expand(spec), sweep):
         print(line, file=out)
+    if spec.evaluation is not None:  # held-out evidence for the winner, before the report names it
+        from sweeper.evalrun import evaluate_sweep
+
+        try:
+            sweep = evaluate_sweep(sweep_dir, spec.evaluation, address, Path(spec.output.reports_dir), out)
+        except SweeperError as exc:  # the trials stand; the report is written without the evaluation
+            print(f"Evaluation failed: {exc}; rerun: python -m sweeper evaluate {sweep_dir}", file=out)
     report = write_report(sweep, Path(spec.output.reports_dir))
     best = best_trial(sweep, spec.metric.name, spec.metric.goal)
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(sweep.by_status().items()))

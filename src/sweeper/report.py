@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sweeper.evalstats import has_evaluation, heldout_section, verdict_line
 from sweeper.store import STATUSES, SweepRecord, TrialRecord, best_trial
 from sweeper.summary import (
     BEST_OF,
@@ -36,6 +37,8 @@ def render_report(sweep: SweepRecord, plots: Sequence[str] = ()) -> str:
     lines = [f"# Sweep report: {sweep.name}", "", *header(sweep)]
     lines += ["", "## Verdict", "", *verdict(sweep, best, metric, goal)]
     lines += ["", "## Trials", "", *trials_table(sweep, best)]
+    if has_evaluation(sweep):
+        lines += ["", "## Held-out evaluation", "", *heldout_section(sweep, best)]
     if plots:
         lines += ["", "## Plots", "", *plot_lines(sweep, plots)]
     lines += ["", "## Compute", "", *compute_lines(sweep)]
@@ -116,6 +119,9 @@ def verdict(sweep: SweepRecord, best: TrialRecord | None, metric: str, goal: str
     warnings = verdict_warnings(best, value, second_value)
     if warnings:
         lines += ["", *[f"- ⚠ {w}" for w in warnings]]
+    heldout = verdict_line(sweep, best)
+    if heldout:
+        lines += ["", heldout]
     if best.adapter is not None:
         lines += ["", f"Adapter: `{best.adapter.relative_to(sweep.path.parent)}`"]
     return lines

@@ -172,6 +172,85 @@ class OutputSection(_Section):
     reports_dir: str = "reports"
 
 
+class MultipleChoiceSet(_Section):
+    """A question / options / answer set scored by log-likelihood (base vs trials); column names are the set's own."""
+
+    # A Hub dataset id (cais/mmlu, openlifescienceai/medmcqa, GBaker/MedQA-USMLE-4-options, qiaojin/PubMedQA)
+    # or a local .jsonl/.json/.parquet file.
+    path: Annotated[str, Field(min_length=1)]
+    # The Hub dataset's configuration (cais/mmlu: clinical_knowledge; qiaojin/PubMedQA: pqa_labeled).
+    subset: str | None = None
+    split: str = "test"
+    # Label in the report; None = the file name or Hub id (and subset).
+    name: str | None = None
+    question: Annotated[str, Field(min_length=1)] = "question"
+    # Column with a passage shown before the question (PubMedQA: context); None = no passage.
+    context: str | None = None
+    # One column holding the options (a list, or a {letter: text} mapping as in MedQA), or several columns with
+    # one option each (MedMCQA: [opa, opb, opc, opd]).
+    options: str | list[str] | None = "options"
+    # The same options for every row, instead of a column (PubMedQA: [yes, no, maybe]).
+    fixed_options: list[str] | None = None
+    # Column with the right option: a 0-based index, a letter (A, B, ...) or the option's text.
+    answer: Annotated[str, Field(min_length=1)] = "answer"
+    # Use only the first rows (quick looks at a big set); None = all.
+    max_rows: Annotated[int, Field(gt=0)] | None = None
+
+    @field_validator("fixed_options", mode="before")
+    @classmethod
+    def _yes_no(cls, value: Any) -> Any:
+        # YAML 1.1 reads an unquoted yes / no as true / false: [yes, no, maybe] means the words
+        if isinstance(value, list):
+            return [("yes" if v else "no") if isinstance(v, bool) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _options_one_way(self) -> MultipleChoiceSet:
+        if self.fixed_options is not None:
+            if len(self.fixed_options) < 2:
+                raise ValueError(f"fixed_options: give at least 2 options, got {self.fixed_options!r}")
+            if "options" in self.model_fields_set and self.options is not None:
+                raise ValueError("give either 'options' (column(s)) or 'fixed_options' (the same list for every row)")
+        elif self.options is None:
+            raise ValueError("give 'options' (a column, or a list of columns) or 'fixed_options'")
+        elif isinstance(self.options, list) and len(self.options) < 2:
+            raise ValueError(f"options: a list names one column per option: give at least 2, got {self.options!r}")
+        return self
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        base = Path(self.path).name if Path(self.path).suffix else self.path
+        return f"{base}/{self.subset}" if self.subset else base
+
+
+class EvaluationSection(_Section):
+    """Held-out evaluation of every finished trial against the base model (sweeper.evaluate)."""
+
+    # Cap on held-out rows scored (trials/<name>/data/test.jsonl, in split order); None = all.
+    max_rows: Annotated[int, Field(gt=0)] | None = None
+    # Held-out prompts answered greedily by the base and the top trials in reports/<name>/samples.md; 0 = none.
+    n_samples: Annotated[int, Field(ge=0)] = 4
+    # Length cap of each sample answer (tokens).
+    max_new_tokens: Annotated[int, Field(gt=0)] = 64
+    # Picks the sample prompts, so reruns show the same ones.
+    seed: int = 0
+    # Trials sampled: the best by the sweep metric (plus the held-out winner when it is not among them).
+    top_k: Annotated[int, Field(gt=0)] = 3
+    # Sequences per forward pass when scoring (chosen and rejected count apart).
+    batch_size: Annotated[int, Field(gt=0)] = 8
+    multiple_choice: list[MultipleChoiceSet] = []
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> EvaluationSection:
+        labels = [s.label for s in self.multiple_choice]
+        twice = sorted({lb for lb in labels if labels.count(lb) > 1})
+        if twice:
+            raise ValueError(f"multiple_choice: two sets are named {twice[0]!r}: give each a distinct 'name'")
+        return self
+
+
 # ---------------------------------------------------------------------------------------------
 # W&B-style sections
 # ---------------------------------------------------------------------------------------------
@@ -311,6 +390,8 @@ class Spec(_Section):
     training: TrainingSection = TrainingSection()
     resources: ResourcesSection = ResourcesSection()
     output: OutputSection = OutputSection()
+    # Held-out preference evaluation, samples and multiple-choice checks after the sweep; None = none.
+    evaluation: EvaluationSection | None = None
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Spec:
@@ -327,6 +408,9 @@ class Spec(_Section):
                 f"metric.name: '{self.metric.name}' is an evaluation metric but evaluation is off: "
                 "set training.eval_steps, or use a train metric such as 'rewards/margins'"
             )
+        if self.evaluation is not None and self.data.test_size == 0:
+            raise ValueError("evaluation: needs held-out rows, but data.test_size is 0: set data.test_size > 0 "
+                             "(e.g. 0.1) or remove the evaluation section")  # fmt: skip
         return self
 
 
@@ -483,6 +567,9 @@ def _model_at(loc: list[str]) -> type[BaseModel] | None:
     model: Any = Spec
     i = 0
     while i < len(loc):
+        if loc[i].isdigit():  # an index into a list of sections (evaluation.multiple_choice[0])
+            i += 1
+            continue
         if model is Spec and loc[i] == "parameters":
             if i + 1 >= len(loc):
                 return None

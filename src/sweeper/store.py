@@ -9,6 +9,8 @@ Layout (Ray's storage, one folder per trial):
     trials/<name>/<trial>/pruned.json              written by the pruning scheduler when it stopped the trial
     trials/<name>/<trial>/attempts.json            out-of-memory attempts of the trial (oom: retry_halved)
     trials/<name>/infeasible.json                  configs left out by the preflight or out of memory at batch 1
+    trials/<name>/<trial>/evaluation.json          held-out evaluation of the trial (sweeper.evalrun), or why skipped
+    trials/<name>/evaluation_base.json             the same for the base model(s): row zero of the comparison
 
 Light module: imports neither torch nor ray.
 """
@@ -25,6 +27,8 @@ from sweeper.errors import TrialsError
 SWEEP_FILE = "sweep.json"
 PRUNED_FILE = "pruned.json"
 ATTEMPTS_FILE = "attempts.json"
+EVALUATION_FILE = "evaluation.json"
+BASE_EVALUATION_FILE = "evaluation_base.json"
 DONE = "sweeper/done"
 STATUSES = ("completed", "pruned", "oom", "error", "unfinished")
 
@@ -44,6 +48,8 @@ class TrialRecord:
     # attempts.json: one entry per attempt, e.g. {"per_device_train_batch_size", "gradient_accumulation_steps",
     # "status": "oom" | "completed", "step"}; empty when the first attempt ran through
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    # evaluation.json: {"status": "evaluated" | "skipped" | "error", "reason", "preference", "multiple_choice", ...}
+    evaluation: dict[str, Any] | None = None
 
     def value(self, metric: str) -> float | None:
         """The trial's last reported value of a metric."""
@@ -58,6 +64,8 @@ class SweepRecord:
     path: Path
     meta: dict[str, Any]
     trials: list[TrialRecord]
+    # evaluation_base.json: one record per base model (usually one), shaped like TrialRecord.evaluation
+    base_evaluation: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -91,7 +99,8 @@ def load_sweep(path: str | Path) -> SweepRecord:
     except json.JSONDecodeError as exc:
         raise TrialsError(f"{meta_file}: unreadable JSON ({exc.msg}, line {exc.lineno})") from None
     trials = [load_trial(d) for d in sorted(path.iterdir()) if (d / "params.json").is_file()]
-    return SweepRecord(path=path, meta=meta, trials=trials)
+    bases = read_json(path / BASE_EVALUATION_FILE)
+    return SweepRecord(path=path, meta=meta, trials=trials, base_evaluation=bases if isinstance(bases, list) else [])
 
 
 def load_trial(path: Path) -> TrialRecord:
@@ -120,6 +129,7 @@ def load_trial(path: Path) -> TrialRecord:
         adapter=max(path.glob("checkpoint_*"), default=None),
         pruned=pruned,
         attempts=attempts,
+        evaluation=read_json(path / EVALUATION_FILE),
     )
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from sweeper.evalstats import heldout_columns
 from sweeper.space import trial_settings
 from sweeper.spec import Spec
 from sweeper.store import SweepRecord, TrialRecord, best_trial
@@ -164,6 +165,7 @@ def trial_row(sweep: SweepRecord, t: TrialRecord, spec: Spec | None = None,
         "saved_s": _num((t.pruned or {}).get("saved_s")),
         "saved_examples": _int((t.pruned or {}).get("saved_examples")),
     })  # fmt: skip
+    row.update(heldout_columns(t.evaluation))  # held-out evaluation (sweeper.evalrun), None where not evaluated
     return row
 
 
