@@ -386,7 +386,8 @@ def resume_sweep(spec: Spec, experiment: str, train_rows: list[dict[str, str]], 
                           "save?): nothing to resume, launch the sweep again")  # fmt: skip
     trainable = wrapped_trainable(spec, train_rows, eval_rows, gpus_per_trial)
     tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=True)
-    return _counts(tuner.fit(), time.monotonic())
+    started = time.monotonic()
+    return _counts(tuner.fit(), started)
 
 
 def _counts(grid: Any, started: float) -> dict[str, Any]:

@@ -96,7 +96,7 @@ def load_sweep(path: str | Path) -> SweepRecord:
 
 def load_trial(path: Path) -> TrialRecord:
     params = json.loads((path / "params.json").read_text(encoding="utf-8")).get("params", {})
-    results = read_results(path / "result.json")
+    results = last_run(read_results(path / "result.json"))
     error_file = path / "error.txt"
     error = error_file.read_text(encoding="utf-8", errors="replace") if error_file.is_file() else None
     done = bool(results) and bool(results[-1].get(DONE))
@@ -131,6 +131,16 @@ def trial_status(done: bool, pruned: bool, oom: bool, error: str | None) -> str:
     if oom:
         return "oom"
     return "error" if error is not None else "unfinished"
+
+
+def last_run(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The results of the trial's last run: a trial rerun from scratch (its node died, `sweeper resume`)
+    appends to the same result.json, with Ray's training_iteration starting again at 1."""
+    start = 0
+    for i in range(1, len(results)):
+        if int(results[i].get("training_iteration") or 0) <= int(results[i - 1].get("training_iteration") or 0):
+            start = i
+    return results[start:]
 
 
 def read_json(path: Path) -> Any:
