@@ -17,9 +17,10 @@ from sweeper.space import label, swept_names, trial_settings
 from sweeper.spec import Spec
 
 
-def loopback_env() -> None:
+def loopback_env(local: bool = True) -> None:
     """Environment that keeps a local Ray on 127.0.0.1 (our machines allow servers on loopback only)."""
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if local:  # on a cluster it would make `ray start` and the driver refuse a second node
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Save the experiment state (what `sweeper resume` restores) at least every 5 s, not Ray's adaptive >= 10 s:
     # a killed driver then loses at most 5 s of bookkeeping (finished trials' own records are never lost).
@@ -28,7 +29,7 @@ def loopback_env() -> None:
 
 def init_ray(address: str | None, num_cpus: int | None, verbose: bool) -> dict[str, float]:
     """Start a local Ray (bound to loopback) or connect to a cluster; return its resources."""
-    loopback_env()
+    loopback_env(local=not address)
     import ray
 
     if address:
