@@ -285,6 +285,13 @@ def _read_json(path: Path, source: str) -> list[Any]:
 
 
 def _read_parquet(path: Path, source: str) -> list[dict[str, Any]]:
+    with path.open("rb") as fh:
+        head = fh.read(4)
+        fh.seek(max(0, path.stat().st_size - 4))
+        tail = fh.read(4)
+    if head != b"PAR1" or tail != b"PAR1":  # checked here: datasets would also log its own error line
+        raise DataError(f"{source}: not a Parquet file (no PAR1 magic bytes at its start and end): "
+                        "fix or re-export the file")  # fmt: skip
     import datasets
 
     try:

@@ -51,8 +51,8 @@ def load_yaml(path: Path) -> Any:
     try:
         return yaml.SafeLoader(text).get_single_data()
     except yaml.YAMLError as exc:  # python tags and other constructors safe_load refuses
-        raise SpecError(f"{path}: {_where(exc)}invalid YAML: {_problem(exc)}: sweeper specs use plain YAML "
-                        "(no tags)") from None  # fmt: skip
+        raise SpecError(f"{path}: {_where(exc)}invalid YAML: {_problem(exc)}: a sweep spec is plain YAML "
+                        "(no tags, no complex keys)") from None  # fmt: skip
 
 
 def check_tree(root: yaml.Node, source: str) -> None:
