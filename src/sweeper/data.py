@@ -290,7 +290,7 @@ def _read_parquet(path: Path, source: str) -> list[dict[str, Any]]:
         fh.seek(max(0, path.stat().st_size - 4))
         tail = fh.read(4)
     if head != b"PAR1" or tail != b"PAR1":  # checked here: datasets would also log its own error line
-        raise DataError(f"{source}: not a Parquet file (no PAR1 magic bytes at its start and end): "
+        raise DataError(f"{source}: could not be read as Parquet (no PAR1 magic bytes at its start and end); "
                         "fix or re-export the file")  # fmt: skip
     import datasets
 
