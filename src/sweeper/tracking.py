@@ -110,7 +110,11 @@ class NeptuneTracker:
 
     def _init_run(self, name: str, tags: list[str]) -> Any:
         os.environ["NEPTUNE_DATA_DIRECTORY"] = self.data_dir  # where offline and async runs keep their files
+        import logging
+
         import neptune
+
+        logging.getLogger("neptune").setLevel(logging.WARNING)  # no "Neptune initialized" line per trial
 
         mode, _ = neptune_mode(self.mode)
         return neptune.init_run(
