@@ -360,9 +360,27 @@ def _callback(printer: ProgressPrinter, trackers: Any = None) -> Any:
     return _Progress()
 
 
+SECRET_ENV = re.compile(r"(^AWS_|TOKEN|SECRET|PASSWORD|API_KEY)", re.IGNORECASE)
+
+
+def keep_secrets_out_of_runtime_env() -> None:
+    """Ray Tune copies the driver's AWS_* credentials into every trial's runtime_env, which Ray's runtime env
+    agent then logs in plain text (runtime_env_agent.log). Stop that: a node takes credentials from its own
+    environment (an instance profile / workload identity on a cluster), never from the driver through Ray."""
+    try:
+        from ray.tune.execution import class_cache
+    except ImportError:  # moved in a later Ray: tests/test_secrets.py will say whether it still leaks
+        return
+    names = getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None)
+    if names is not None:
+        class_cache.ENV_VARS_TO_PROPAGATE = {n for n in names if not SECRET_ENV.search(n)}
+
+
 def wrapped_trainable(spec: Spec, train_rows: list[dict], eval_rows: list[dict], gpus_per_trial: float) -> Any:
     """The trainable with the sweep's spec and rows bound: launch and resume build it the same way."""
     from ray import tune
+
+    keep_secrets_out_of_runtime_env()
 
     return tune.with_resources(
         tune.with_parameters(_trainable, spec=spec, train_rows=train_rows, eval_rows=eval_rows),
