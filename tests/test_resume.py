@@ -13,12 +13,13 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sweeper.store import load_sweep, read_results
+from sweeper.__main__ import main
+from sweeper.pruning import fail_stale_trials
+from sweeper.spec import parse_spec
+from sweeper.store import last_run, load_sweep, read_results, write_json
 
 from .conftest import ROOT
 from .ray_procs import kill_all, tree, trial_states, wait_for
-
-pytestmark = pytest.mark.slow
 
 N_TRIALS, MAX_STEPS, LOGGING_STEPS = 2, 30, 2
 
@@ -36,6 +37,7 @@ def resume_spec(tmp_path: Path) -> Path:
     return spec
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_keeps_finished_trials_and_completes(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1"}
     spec = resume_spec(tmp_path)
@@ -94,3 +96,46 @@ def test_resume_after_sigkill_keeps_finished_trials_and_completes(tmp_path: Path
     stale = [t for t in study.trials if t.state.name == "FAIL"]
     assert stale and all(t.user_attrs.get("sweeper/stale") for t in stale)
     assert {t.user_attrs["ray_trial_id"] for t in study.trials if t.state.name == "COMPLETE"} == set(ids)
+
+
+def test_resume_of_a_folder_that_is_not_a_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["resume", str(tmp_path)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"ERROR: {tmp_path}: not a sweep folder")
+
+
+def test_resume_without_ray_state_says_launch_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sweep_dir = tmp_path / "trials" / "early"
+    spec = parse_spec({"name": "early", "model": {"name_or_path": "builtin:tiny-mistral"},
+                       "data": {"path": "builtin:synthetic"}})  # fmt: skip
+    write_json(sweep_dir / "sweep.json", {"name": "early", "spec": spec.model_dump(mode="json")})
+    (sweep_dir / "data").mkdir()
+    (sweep_dir / "data" / "train.jsonl").write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
+    assert main(["resume", str(sweep_dir)]) == 2  # the driver died before Ray's first save
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "Ray saved no experiment state there" in line and "launch the sweep again" in line
+
+
+def test_stale_running_optuna_trials_are_failed_and_finished_ones_kept(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    done = study.ask()
+    done.report(0.5, 8)
+    study.tell(done, 0.9)  # finished before the driver died: kept
+    running = study.ask()  # RUNNING when the driver died
+    running.report(0.1, 8)
+    assert fail_stale_trials(storage, "s") == 1
+    states = {t.number: (t.state.name, t.user_attrs.get("sweeper/stale")) for t in optuna.load_study(
+        study_name="s", storage=storage).trials}  # fmt: skip
+    assert states[done.number] == ("COMPLETE", None)
+    assert states[running.number][0] == "FAIL" and states[running.number][1]
+    assert fail_stale_trials(storage, "s") == 0  # idempotent
+    assert fail_stale_trials(storage, "no-such-study") == 0
+
+
+def test_a_rerun_trial_keeps_its_last_run() -> None:
+    first = [{"training_iteration": i, "run": 1} for i in (1, 2, 3)]
+    second = [{"training_iteration": i, "run": 2} for i in (1, 2, 3, 4)]
+    assert last_run(first) == first
+    assert last_run(first + second) == second  # Ray's iteration restarts at 1 when a trial reruns from scratch
+    assert last_run([]) == []

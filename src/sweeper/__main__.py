@@ -124,7 +124,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "sweeper") -> int:
             print(f"ERROR: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("ERROR: interrupted; finished trials are kept under trials/", file=sys.stderr)
+        print("ERROR: interrupted; finished trials are kept under trials/: "
+              "`python -m sweeper resume trials/<name>` finishes the sweep", file=sys.stderr)  # fmt: skip
         return 130
     return 0
 

@@ -398,15 +398,28 @@ def resume_sweep(spec: Spec, experiment: str, train_rows: list[dict[str, str]], 
     """
     from ray import tune
 
-    if not tune.Tuner.can_restore(experiment):
-        from sweeper.errors import TrialsError
-
-        raise TrialsError(f"{experiment}: Ray saved no experiment state there (the driver died before its first "
-                          "save?): nothing to resume, launch the sweep again")  # fmt: skip
+    check_resumable(experiment)
     trainable = wrapped_trainable(spec, train_rows, eval_rows, gpus_per_trial)
     tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=True)
     started = time.monotonic()
     return _counts(tuner.fit(), started)
+
+
+def check_resumable(experiment: str) -> None:
+    """TrialsError unless Ray saved an experiment there (tuner.pkl and an experiment state)."""
+    from ray import tune
+
+    if not tune.Tuner.can_restore(experiment) or not _has_state(experiment):
+        from sweeper.errors import TrialsError
+
+        raise TrialsError(f"{experiment}: Ray saved no experiment state there (the driver died before its first "
+                          "save?): nothing to resume, launch the sweep again")  # fmt: skip
+
+
+def _has_state(experiment: str) -> bool:
+    if "://" in experiment:
+        return True  # Tuner.restore says what is missing in a bucket
+    return any(Path(experiment).glob("experiment_state-*.json"))
 
 
 def _counts(grid: Any, started: float) -> dict[str, Any]:

@@ -54,6 +54,9 @@ def resume(sweep_path: str | Path, address: str | None = None, verbose: bool = F
     counts = before.by_status()
     print(f"Resuming sweep '{spec.name}' from {sweep_dir}: {len(before.trials)} trial(s) on record "
           f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items())) or 'none yet'})", file=out, flush=True)
+    from sweeper import raytune
+
+    raytune.check_resumable(experiment_path(spec, sweep_dir))  # before starting Ray or touching the study
     study = sweep_dir / "optuna.db"
     if study.is_file():
         from sweeper.pruning import fail_stale_trials
@@ -62,8 +65,6 @@ def resume(sweep_path: str | Path, address: str | None = None, verbose: bool = F
         if n:
             print(f"  Optuna study: {n} trial(s) left RUNNING by the dead driver marked FAIL; their reruns are "
                   "new Optuna trials", file=out)  # fmt: skip
-
-    from sweeper import raytune
 
     started = time.monotonic()
     print(f"Starting Ray ({'cluster ' + address if address else 'local, on 127.0.0.1'}) ...", file=out, flush=True)
