@@ -139,3 +139,4 @@ def test_a_rerun_trial_keeps_its_last_run() -> None:
     assert last_run(first) == first
     assert last_run(first + second) == second  # Ray's iteration restarts at 1 when a trial reruns from scratch
     assert last_run([]) == []
+    assert last_run([{"loss": 1.0}, {"loss": 0.5}]) == [{"loss": 1.0}, {"loss": 0.5}]  # no iteration: one run

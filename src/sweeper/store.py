@@ -138,7 +138,8 @@ def last_run(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     appends to the same result.json, with Ray's training_iteration starting again at 1."""
     start = 0
     for i in range(1, len(results)):
-        if int(results[i].get("training_iteration") or 0) <= int(results[i - 1].get("training_iteration") or 0):
+        now, before = results[i].get("training_iteration"), results[i - 1].get("training_iteration")
+        if isinstance(now, int) and isinstance(before, int) and now <= before:
             start = i
     return results[start:]
 
