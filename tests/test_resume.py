@@ -140,3 +140,5 @@ def test_a_rerun_trial_keeps_its_last_run() -> None:
     assert last_run(first + second) == second  # Ray's iteration restarts at 1 when a trial reruns from scratch
     assert last_run([]) == []
     assert last_run([{"loss": 1.0}, {"loss": 0.5}]) == [{"loss": 1.0}, {"loss": 0.5}]  # no iteration: one run
+    resumed = [{"training_iteration": i, "pid": 7} for i in (4, 5)]  # after `resume` Ray goes on counting
+    assert last_run([{**r, "pid": 6} for r in first] + resumed) == resumed  # a new worker process: a new run

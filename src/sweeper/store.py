@@ -134,12 +134,16 @@ def trial_status(done: bool, pruned: bool, oom: bool, error: str | None) -> str:
 
 
 def last_run(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The results of the trial's last run: a trial rerun from scratch (its node died, `sweeper resume`)
-    appends to the same result.json, with Ray's training_iteration starting again at 1."""
+    """The results of the trial's last run. A trial rerun from scratch (its node died, `sweeper resume`) appends
+    to the same result.json from a new worker process: Ray's ``pid``/``node_ip`` change (and after a node loss
+    ``training_iteration`` starts again at 1; after a resume it goes on counting)."""
     start = 0
     for i in range(1, len(results)):
-        now, before = results[i].get("training_iteration"), results[i - 1].get("training_iteration")
-        if isinstance(now, int) and isinstance(before, int) and now <= before:
+        now, before = results[i], results[i - 1]
+        process = (now.get("node_ip"), now.get("pid")) != (before.get("node_ip"), before.get("pid"))
+        iteration, last = now.get("training_iteration"), before.get("training_iteration")
+        restarted = isinstance(iteration, int) and isinstance(last, int) and iteration <= last
+        if (process and now.get("pid") is not None and before.get("pid") is not None) or restarted:
             start = i
     return results[start:]
 
