@@ -12,7 +12,8 @@ LIGHT = ["sweeper", "sweeper.errors", "sweeper.spec", "sweeper.space", "sweeper.
          "sweeper.store", "sweeper.report", "sweeper.launch", "sweeper.memory", "sweeper.__main__",
          "sweeper.summary", "sweeper.plots", "sweeper.compare", "sweeper.dashboard",
          "sweeper.estimate", "sweeper.preflight", "sweeper.pruning", "sweeper.guard", "sweeper.replay",
-         "sweeper.evalstats", "sweeper.mcq", "sweeper.evalrun"]  # fmt: skip
+         "sweeper.evalstats", "sweeper.mcq", "sweeper.evalrun",
+         "sweeper.safeyaml", "sweeper.tracking", "sweeper.cluster", "sweeper.resume"]  # fmt: skip
 # Imported only where they draw: the CLI, launch and the report stay quick to start.
 LAZY = ["matplotlib", "pandas", "streamlit", "plotly"]
 HEAVY = ["torch", "ray", "transformers", "trl", "peft", "bitsandbytes", "datasets"]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m sweeper launch|report|evaluate|compare|dashboard``.
+"""Command line: ``python -m sweeper launch|resume|report|evaluate|compare|dashboard|replay``.
 
 Our own exceptions (sweeper.errors) become ``ERROR:`` lines and exit code 2; anything else is a bug
 and keeps its traceback.
@@ -27,6 +27,11 @@ def build_parser(prog: str = "sweeper") -> argparse.ArgumentParser:
     launch.add_argument("--dry-run", action="store_true", help="print the trials and their effective batch, then exit")
     launch.add_argument("--address", help="Ray cluster address ('auto', 'ray://host:10001'); default: local Ray")
     launch.add_argument("--verbose", action="store_true", help="show the trials' own logs (TRL, transformers)")
+
+    resume = sub.add_parser("resume", help="finish a sweep whose driver died: finished trials are kept, the rest rerun")
+    resume.add_argument("trials", type=Path, help="the sweep folder, e.g. trials/lr_grid")
+    resume.add_argument("--address", help="Ray cluster address ('auto', 'ray://host:10001'); default: local Ray")
+    resume.add_argument("--verbose", action="store_true", help="show the trials' own logs (TRL, transformers)")
 
     report = sub.add_parser("report", help="(re)write reports/<name>.md from trials/<name>")
     report.add_argument("trials", type=Path, help="a sweep folder, e.g. trials/smoke")
@@ -84,6 +89,10 @@ def run(args: argparse.Namespace) -> None:
         from sweeper.launch import launch
 
         launch(args.spec, address=args.address, dry=args.dry_run, verbose=args.verbose)
+    elif args.command == "resume":
+        from sweeper.resume import resume
+
+        resume(args.trials, address=args.address, verbose=args.verbose)
     elif args.command == "report":
         from sweeper.report import write_report
         from sweeper.store import load_sweep
@@ -131,7 +140,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "sweeper") -> int:
             print(f"ERROR: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("ERROR: interrupted; finished trials are kept under trials/", file=sys.stderr)
+        print("ERROR: interrupted; finished trials are kept under trials/: "
+              "`python -m sweeper resume trials/<name>` finishes the sweep", file=sys.stderr)  # fmt: skip
         return 130
     return 0
 

@@ -32,6 +32,8 @@ _REQUIRED = {
 }
 
 _LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
+# One JSONL row longer than this is junk or the wrong file (a 4k-token DPO row is ~50k characters).
+MAX_ROW_CHARS = 1 << 20
 
 # The assistant turn that lets a template without a system role still carry the system prompt.
 SYSTEM_ACK = "Please ask me your question"
@@ -243,14 +245,21 @@ def load_rows(source: str, split: str = "train") -> list[dict[str, Any]]:
 def _read_json(path: Path, source: str) -> list[Any]:
     """JSON Lines, or for .json also one JSON array of rows (as datasets' json builder accepts)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+        if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise DataError(f"{source}: the file is UTF-16 text: re-export it as UTF-8 JSON Lines")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{source}: could not be read ({_reason(exc)}); check it is a UTF-8 text file") from exc
+    if "\x00" in text:
+        raise DataError(f"{source}: holds NUL bytes (binary data, not JSON text): check the path")
     if path.suffix.lower() == ".json":
         try:
             document = json.loads(text)
         except json.JSONDecodeError:
             document = None  # not one document: read it as JSON Lines below
+        except RecursionError:
+            raise DataError(f"{source}: JSON nested too deeply to be preference rows: check the file") from None
         if isinstance(document, list):
             return document
         if isinstance(document, dict) and "\n" in text.strip():
@@ -261,8 +270,13 @@ def _read_json(path: Path, source: str) -> list[Any]:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
+        if len(line) > MAX_ROW_CHARS:
+            raise DataError(f"{source}: line {number} has {len(line)} characters, over the {MAX_ROW_CHARS} limit "
+                            "for one preference row: is it the right file?")  # fmt: skip
         try:
             rows.append(json.loads(line))
+        except RecursionError:
+            raise DataError(f"{source}: line {number} is JSON nested too deeply to be a preference row") from None
         except json.JSONDecodeError as exc:
             raise DataError(
                 f"{source}: line {number} is not valid JSON ({exc}); fix it or re-export the file as JSON Lines"
@@ -271,6 +285,13 @@ def _read_json(path: Path, source: str) -> list[Any]:
 
 
 def _read_parquet(path: Path, source: str) -> list[dict[str, Any]]:
+    with path.open("rb") as fh:
+        head = fh.read(4)
+        fh.seek(max(0, path.stat().st_size - 4))
+        tail = fh.read(4)
+    if head != b"PAR1" or tail != b"PAR1":  # checked here: datasets would also log its own error line
+        raise DataError(f"{source}: could not be read as Parquet (no PAR1 magic bytes at its start and end); "
+                        "fix or re-export the file")  # fmt: skip
     import datasets
 
     try:

@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from sweeper import estimate, preflight
+from sweeper.cluster import copy_from_storage, max_failures
 from sweeper.errors import SweeperError
 from sweeper.report import write_report
 from sweeper.space import effective_batch, expand, n_trials, swept_names, trial_settings
 from sweeper.spec import Spec, load_spec, spec_hash
 from sweeper.store import SWEEP_FILE, SweepRecord, best_trial, load_sweep, write_json
+from sweeper.tracking import check_tracking, trackers_for
 
 VERSIONED = ("sweeper", "torch", "transformers", "trl", "peft", "bitsandbytes", "ray", "optuna", "datasets")
 
@@ -134,19 +136,21 @@ def launch(spec_path: str | Path, address: str | None = None, dry: bool = False,
         check_sets(spec.evaluation)
     sweep_dir = Path(spec.output.trials_dir) / spec.name
     configs, skipped = run_preflight(spec, configs, _earlier_sweep(spec), out)
+    for line in check_tracking(spec):
+        print(line, file=out)
+
+    print("Preparing data and tokenizer ...", file=out, flush=True)
+    from sweeper.prepare import prepare_data, save_prepared
+
+    prepared = prepare_data(spec)  # bad data stops here: nothing is written under trials/ before this line
+    summary = prepared.summary()
+    print(f"  {summary['rows']}; {summary['n_train']} train / {summary['n_test']} held out; "
+          f"system prompt via {summary['system_turn']}", file=out)  # fmt: skip
     moved = set_aside(sweep_dir)
     if moved:
         print(f"An earlier sweep '{spec.name}' was moved to {moved}", file=out)
     if skipped:
         preflight.record_infeasible(sweep_dir, skipped)
-
-    print("Preparing data and tokenizer ...", file=out, flush=True)
-    from sweeper.prepare import prepare_data, save_prepared
-
-    prepared = prepare_data(spec)
-    summary = prepared.summary()
-    print(f"  {summary['rows']}; {summary['n_train']} train / {summary['n_test']} held out; "
-          f"system prompt via {summary['system_turn']}", file=out)  # fmt: skip
     sweep_dir.mkdir(parents=True, exist_ok=True)
     save_prepared(prepared, sweep_dir / "data")
     meta = sweep_meta(spec, spec_path, summary)
@@ -166,13 +170,19 @@ def launch(spec_path: str | Path, address: str | None = None, dry: bool = False,
               f"{spec.resources.cpus_per_trial:g} CPU and {gpus:g} GPU per trial", file=out)  # fmt: skip
         write_json(sweep_dir / SWEEP_FILE, meta)
         gate = pruning_plan(spec, len(prepared.train), prepared.tokens_per_example, sweep_dir)
+        failures = max_failures(spec, address)
+        if failures:
+            print(f"  a trial whose node or worker dies reruns from scratch, up to {failures} time(s) "
+                  "(resources.max_failures)", file=out)  # fmt: skip
         counts = raytune.run_sweep(spec, configs, prepared.train, prepared.test, Path(spec.output.trials_dir), gpus,
-                                   gate=gate)  # fmt: skip
+                                   gate=gate, max_failures=failures,
+                                   trackers=trackers_for(spec, sweep_dir))  # fmt: skip
     finally:
         meta["finished_at"] = _now()
         meta["wall_s"] = round(time.monotonic() - started, 1)
         write_json(sweep_dir / SWEEP_FILE, meta)
         raytune.shutdown_ray()
+    copy_from_storage(spec, sweep_dir)
     sweep = load_sweep(sweep_dir)
     preflight.record_infeasible(sweep_dir, preflight.oom_rows(sweep))
     for line in calibration_lines(spec, expand(spec), sweep):
@@ -187,6 +197,8 @@ def launch(spec_path: str | Path, address: str | None = None, dry: bool = False,
     report = write_report(sweep, Path(spec.output.reports_dir))
     best = best_trial(sweep, spec.metric.name, spec.metric.goal)
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(sweep.by_status().items()))
+    trackers_for(spec, sweep_dir).sweep({"statuses": sweep.by_status(), "best": best.trial_id if best else None,
+                                         "wall_s": meta["wall_s"]}, report)  # fmt: skip
     print(f"Sweep '{spec.name}' finished in {counts.get('wall_s', meta['wall_s'])} s: {statuses}", file=out)
     if best is not None:
         print(f"Best trial {best.trial_id} ({best.params}): {spec.metric.name} = {best.value(spec.metric.name):.4g}",

@@ -66,7 +66,7 @@ def dataset_rows(spec: Spec) -> int | None:
         try:
             loaded = json.loads(path.read_text(encoding="utf-8"))
             rows = len(loaded) if isinstance(loaded, list) else None
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # bad JSON, not UTF-8, nested too deep: prepare_data says which
             rows = None
     if rows is not None and spec.data.max_rows is not None:
         rows = min(rows, spec.data.max_rows)

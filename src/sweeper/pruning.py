@@ -254,3 +254,23 @@ def _percentile(values: list[float], q: float) -> float:
     pos = (len(ordered) - 1) * q / 100
     lo, hi = math.floor(pos), math.ceil(pos)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def fail_stale_trials(storage: str, study_name: str) -> int:
+    """After the driver died: Optuna trials still RUNNING are told FAIL (``sweeper/stale`` says why).
+
+    `sweeper resume` reruns their Ray trials from scratch as new Optuna trials; a stale RUNNING trial would
+    otherwise stay a peer forever (the peer pruner) or keep TPE waiting on it. Returns how many were failed.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:  # no study yet: the driver died before the first trial
+        return 0
+    stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for trial in stale:
+        study._storage.set_trial_user_attr(trial._trial_id, "sweeper/stale", "driver died; rerun by sweeper resume")
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    return len(stale)

@@ -17,23 +17,28 @@ from sweeper.space import label, swept_names, trial_settings
 from sweeper.spec import Spec
 
 
-def ray_env() -> None:
+def ray_env(local: bool = True) -> None:
     """Environment for Ray, set before it starts.
 
     - a local Ray binds 127.0.0.1 (our machines allow servers on loopback only; Ray otherwise binds the
-      machine's network address, see ../shared/RECIPES.md);
+      machine's network address, see ../shared/RECIPES.md); on a cluster this would make `ray start` and
+      the driver refuse a second node, so it is set for local runs only;
     - no usage statistics are sent;
     - results may lack the sweep's metric: with evaluation on, train logs carry no ``eval_*`` value and
-      eval logs no train value (the pruning scheduler skips results without its metric).
+      eval logs no train value (the pruning scheduler skips results without its metric);
+    - the experiment state (what `sweeper resume` restores) is saved at least every 5 s, not Ray's
+      adaptive >= 10 s: a killed driver loses at most 5 s of bookkeeping.
     """
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if local:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
 
 
 def init_ray(address: str | None, num_cpus: int | None, verbose: bool) -> dict[str, float]:
     """Start a local Ray (bound to loopback) or connect to a cluster; return its resources."""
-    ray_env()
+    ray_env(local=not address)
     import ray
 
     if address:
@@ -51,14 +56,19 @@ def shutdown_ray() -> None:
 
 
 def _trainable(config: dict[str, Any], *, spec: Spec, train_rows: list[dict], eval_rows: list[dict]) -> None:
+    import ray
     from ray import tune
 
     from sweeper.store import ATTEMPTS_FILE
     from sweeper.trial import oom_injection, run_with_oom_retries
 
+    node = {"sweeper/node_id": ray.get_runtime_context().get_node_id(),
+            "sweeper/node_ip": ray.util.get_node_ip_address()}  # fmt: skip
+
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         if metrics.get("sweeper/oom"):  # no attempt fitted: Tune still wants the metric in the last result
             metrics = {spec.metric.name: float("nan"), **metrics}
+        metrics = {**metrics, **node}  # where it ran: a retried trial shows the node it moved to
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         tune.report(metrics, checkpoint=checkpoint)
 
@@ -140,9 +150,18 @@ def _pruning_scheduler(gate: dict[str, Any], spec: Spec, n_train: int, step_key:
             self.last_step: dict[str, int] = {}
 
         def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+            if trial.status in ("TERMINATED", "ERROR"):  # restored by `sweeper resume`: already told to the study
+                return
             g = build_gate(gate)
-            if trial.trial_id not in g.curves:
-                g.add(trial.trial_id, trial.config.get("params", {}))
+            if trial.trial_id in g.curves:
+                return
+            params = trial.config.get("params", {})
+            if spec.method == "bayes":  # a bayes trial rerun after `sweeper resume`: same params, known to TPE
+                distributions = optuna_distributions(spec)
+                g.study.enqueue_trial({n: v for n, v in params.items() if n in distributions})
+                g.add(trial.trial_id, optuna_trial=g.study.ask(distributions))
+            else:
+                g.add(trial.trial_id, params)
 
         def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
             if result.get("sweeper/done"):
@@ -215,6 +234,12 @@ def _study_searcher(gate: dict[str, Any], spec: Spec) -> Any:
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             pass  # the scheduler tells the study (completed, pruned or failed)
+
+        def save(self, checkpoint_path: str) -> None:
+            Path(checkpoint_path).write_text("the state is the Optuna study in optuna.db\n")
+
+        def restore(self, checkpoint_path: str) -> None:
+            pass  # `sweeper resume`: the study is reloaded from optuna.db
 
     return StudySearcher()
 
@@ -311,23 +336,108 @@ def _num(value: Any) -> str:
     return str(value)
 
 
-def _callback(printer: ProgressPrinter) -> Any:
+def _callback(printer: ProgressPrinter, trackers: Any = None) -> Any:
+    """Progress lines, and the sweep's trackers (sweeper.tracking: they run here, in the driver)."""
     from ray import tune
 
     class _Progress(tune.Callback):
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             printer.start(trial)
+            if trackers is not None:
+                trackers.start_trial(trial.trial_id, trial.config.get("params", {}))
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             printer.result(trial, result)
+            if trackers is not None:
+                trackers.log(trial.trial_id, result)
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             printer.error(trial)
+            if trackers is not None:
+                trackers.end_trial(trial.trial_id, "error")
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             printer.pruned(trial)
+            if trackers is not None:
+                trackers.end_trial(trial.trial_id, "completed" if "sweeper/done" in (trial.last_result or {})
+                                   else "stopped")  # fmt: skip
+
+        def on_experiment_end(self, trials: list, **info: Any) -> None:
+            if trackers is not None:
+                trackers.close()
 
     return _Progress()
+
+
+SECRET_ENV = re.compile(r"(^AWS_|TOKEN|SECRET|PASSWORD|API_KEY)", re.IGNORECASE)
+
+
+def keep_secrets_out_of_runtime_env() -> None:
+    """Ray Tune copies the driver's AWS_* credentials into every trial's runtime_env, which Ray's runtime env
+    agent then logs in plain text (runtime_env_agent.log). Stop that: a node takes credentials from its own
+    environment (an instance profile / workload identity on a cluster), never from the driver through Ray."""
+    try:
+        from ray.tune.execution import class_cache
+    except ImportError:  # moved in a later Ray: tests/test_secrets.py will say whether it still leaks
+        return
+    names = getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None)
+    if names is not None:
+        class_cache.ENV_VARS_TO_PROPAGATE = {n for n in names if not SECRET_ENV.search(n)}
+
+
+def wrapped_trainable(spec: Spec, train_rows: list[dict], eval_rows: list[dict], gpus_per_trial: float) -> Any:
+    """The trainable with the sweep's spec and rows bound: launch and resume build it the same way."""
+    from ray import tune
+
+    keep_secrets_out_of_runtime_env()
+
+    return tune.with_resources(
+        tune.with_parameters(_trainable, spec=spec, train_rows=train_rows, eval_rows=eval_rows),
+        {"cpu": spec.resources.cpus_per_trial, "gpu": gpus_per_trial},
+    )
+
+
+def resume_sweep(spec: Spec, experiment: str, train_rows: list[dict[str, str]], eval_rows: list[dict[str, str]],
+                 gpus_per_trial: float) -> dict[str, Any]:  # fmt: skip
+    """Tuner.restore of a killed sweep: finished trials are kept, unfinished and errored ones run again.
+
+    Scheduler, searcher, callbacks and run settings come back from Ray's tuner.pkl; the trainable is rebuilt
+    from the spec and the rows saved by launch. Trials restart from scratch (their only checkpoint is the
+    final adapter).
+    """
+    from ray import tune
+
+    check_resumable(experiment)
+    trainable = wrapped_trainable(spec, train_rows, eval_rows, gpus_per_trial)
+    tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    started = time.monotonic()
+    return _counts(tuner.fit(), started)
+
+
+def check_resumable(experiment: str) -> None:
+    """TrialsError unless Ray saved an experiment there (tuner.pkl and an experiment state)."""
+    from ray import tune
+
+    if not tune.Tuner.can_restore(experiment) or not _has_state(experiment):
+        from sweeper.errors import TrialsError
+
+        raise TrialsError(f"{experiment}: Ray saved no experiment state there (the driver died before its first "
+                          "save?): nothing to resume, launch the sweep again")  # fmt: skip
+
+
+def _has_state(experiment: str) -> bool:
+    if "://" in experiment:
+        return True  # Tuner.restore says what is missing in a bucket
+    return any(Path(experiment).glob("experiment_state-*.json"))
+
+
+def _counts(grid: Any, started: float) -> dict[str, Any]:
+    counts: dict[str, Any] = {}
+    for result in grid:
+        status = "error" if result.error else "completed"
+        counts[status] = counts.get(status, 0) + 1
+    counts["wall_s"] = int(time.monotonic() - started)
+    return counts
 
 
 def run_sweep(
@@ -338,6 +448,8 @@ def run_sweep(
     trials_root: Path,
     gpus_per_trial: float,
     gate: dict[str, Any] | None = None,
+    max_failures: int = 0,
+    trackers: Any = None,
 ) -> dict[str, Any]:
     """Run every trial through a Tuner; return counts by Ray's trial status.
 
@@ -348,10 +460,7 @@ def run_sweep(
 
     names = swept_names(spec)
     mode = "max" if spec.metric.goal == "maximize" else "min"
-    trainable = tune.with_resources(
-        tune.with_parameters(_trainable, spec=spec, train_rows=train_rows, eval_rows=eval_rows),
-        {"cpu": spec.resources.cpus_per_trial, "gpu": gpus_per_trial},
-    )
+    trainable = wrapped_trainable(spec, train_rows, eval_rows, gpus_per_trial)
     scheduler = search_alg = None
     if gate is not None:
         _GATES.pop(gate["key"], None)  # a fresh study object per run (an earlier run may have left one)
@@ -384,17 +493,12 @@ def run_sweep(
         ),
         run_config=tune.RunConfig(
             name=spec.name,
-            storage_path=str(trials_root.resolve()),
+            storage_path=spec.output.storage or str(trials_root.resolve()),
             verbose=0,
-            callbacks=[_callback(printer)],
-            failure_config=tune.FailureConfig(max_failures=0),
+            callbacks=[_callback(printer, trackers)],
+            # a trial whose worker or node died (or that raised) reruns from scratch, up to max_failures times
+            failure_config=tune.FailureConfig(max_failures=max_failures),
         ),
     )
     started = time.monotonic()
-    grid = tuner.fit()
-    counts: dict[str, int] = {}
-    for result in grid:
-        status = "error" if result.error else "completed"
-        counts[status] = counts.get(status, 0) + 1
-    counts["wall_s"] = int(time.monotonic() - started)
-    return counts
+    return _counts(tuner.fit(), started)

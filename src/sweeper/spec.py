@@ -16,7 +16,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -165,11 +164,33 @@ class ResourcesSection(_Section):
     # Training throughput of one GPU in DPO examples per second, for the GPU-hours line; None = measured in
     # earlier trials of this sweep, else scaled from the seed (~1 example/s for Mistral-7B at max_length 1536).
     examples_per_gpu_second: Annotated[float, Field(gt=0)] | None = None
+    # Ray's FailureConfig.max_failures: how often a trial whose worker or node died (or that raised) is rerun,
+    # from scratch (the adapter is the only checkpoint). None = 2 on a cluster (--address: nodes get lost),
+    # 0 locally (an error there is a bug to see at once, not to repeat).
+    max_failures: Annotated[int, Field(ge=-1)] | None = None
 
 
 class OutputSection(_Section):
     trials_dir: str = "trials"
     reports_dir: str = "reports"
+    # Ray's storage_path while the sweep runs: a folder every node mounts at the same path (NFS), or a URI Ray
+    # supports (s3://bucket/sweeps, gs://..., abfs://...). None = trials_dir (one machine, or trials_dir shared).
+    # Trial folders are copied from it into trials_dir/<name> at the end of launch and resume.
+    storage: Annotated[str, Field(min_length=1)] | None = None
+
+
+class NeptuneSection(_Section):
+    # workspace/project; the API token comes from NEPTUNE_API_TOKEN only and is never written anywhere.
+    project: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    # async: stream to the server; offline: write under trials/<name>/neptune for `neptune sync`; debug: nothing.
+    mode: Literal["async", "offline", "debug"] = "async"
+    tags: list[Annotated[str, Field(min_length=1, max_length=128)]] = []
+
+
+class TrackingSection(_Section):
+    """Experiment trackers beside the local one (trials/<name>/tracking.jsonl, always on)."""
+
+    neptune: NeptuneSection | None = None
 
 
 class MultipleChoiceSet(_Section):
@@ -392,6 +413,7 @@ class Spec(_Section):
     output: OutputSection = OutputSection()
     # Held-out preference evaluation, samples and multiple-choice checks after the sweep; None = none.
     evaluation: EvaluationSection | None = None
+    tracking: TrackingSection = TrackingSection()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Spec:
@@ -470,14 +492,10 @@ def load_spec(path: str | Path) -> Spec:
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: spec file not found: check the path (specs live in sweeps/*.yaml)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"{path}: {where}invalid YAML: {problem}: fix the syntax") from None
-    return parse_spec(raw, source=str(path))
+    from sweeper.safeyaml import load_yaml
+
+    # safe_load behind limits: size, encoding, alias bombs, nesting, duplicate keys, secrets (safeyaml.py)
+    return parse_spec(load_yaml(path), source=str(path))
 
 
 def parse_spec(raw: Any, source: str = "<spec>") -> Spec:

@@ -105,7 +105,7 @@ def load_sweep(path: str | Path) -> SweepRecord:
 
 def load_trial(path: Path) -> TrialRecord:
     params = json.loads((path / "params.json").read_text(encoding="utf-8")).get("params", {})
-    results = read_results(path / "result.json")
+    results = last_run(read_results(path / "result.json"))
     error_file = path / "error.txt"
     error = error_file.read_text(encoding="utf-8", errors="replace") if error_file.is_file() else None
     done = bool(results) and bool(results[-1].get(DONE))
@@ -141,6 +141,21 @@ def trial_status(done: bool, pruned: bool, oom: bool, error: str | None) -> str:
     if oom:
         return "oom"
     return "error" if error is not None else "unfinished"
+
+
+def last_run(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The results of the trial's last run. A trial rerun from scratch (its node died, `sweeper resume`) appends
+    to the same result.json from a new worker process: Ray's ``pid``/``node_ip`` change (and after a node loss
+    ``training_iteration`` starts again at 1; after a resume it goes on counting)."""
+    start = 0
+    for i in range(1, len(results)):
+        now, before = results[i], results[i - 1]
+        process = (now.get("node_ip"), now.get("pid")) != (before.get("node_ip"), before.get("pid"))
+        iteration, last = now.get("training_iteration"), before.get("training_iteration")
+        restarted = isinstance(iteration, int) and isinstance(last, int) and iteration <= last
+        if (process and now.get("pid") is not None and before.get("pid") is not None) or restarted:
+            start = i
+    return results[start:]
 
 
 def read_json(path: Path) -> Any:
