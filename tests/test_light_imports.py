@@ -11,7 +11,8 @@ from .conftest import ROOT
 LIGHT = ["sweeper", "sweeper.errors", "sweeper.spec", "sweeper.space", "sweeper.data", "sweeper.synthetic",
          "sweeper.store", "sweeper.report", "sweeper.launch", "sweeper.memory", "sweeper.__main__",
          "sweeper.summary", "sweeper.plots", "sweeper.compare", "sweeper.dashboard",
-         "sweeper.estimate", "sweeper.preflight", "sweeper.pruning", "sweeper.guard", "sweeper.replay"]  # fmt: skip
+         "sweeper.estimate", "sweeper.preflight", "sweeper.pruning", "sweeper.guard", "sweeper.replay",
+         "sweeper.refcache"]  # fmt: skip
 # Imported only where they draw: the CLI, launch and the report stay quick to start.
 LAZY = ["matplotlib", "pandas", "streamlit", "plotly"]
 HEAVY = ["torch", "ray", "transformers", "trl", "peft", "bitsandbytes", "datasets"]

@@ -42,9 +42,11 @@ def shutdown_ray() -> None:
         ray.shutdown()
 
 
-def _trainable(config: dict[str, Any], *, spec: Spec, train_rows: list[dict], eval_rows: list[dict]) -> None:
+def _trainable(config: dict[str, Any], *, spec: Spec, train_rows: list[dict], eval_rows: list[dict],
+               refs: dict[str, Any] | None = None) -> None:  # fmt: skip
     from ray import tune
 
+    from sweeper.refcache import signature
     from sweeper.store import ATTEMPTS_FILE
     from sweeper.trial import oom_injection, run_with_oom_retries
 
@@ -59,6 +61,7 @@ def _trainable(config: dict[str, Any], *, spec: Spec, train_rows: list[dict], ev
         settings, train_rows, eval_rows, report, cpus=spec.resources.cpus_per_trial, oom=spec.resources.oom,
         attempts_path=Path(tune.get_context().get_trial_dir()) / ATTEMPTS_FILE,
         callbacks_for=oom_injection(os.environ),  # None unless a test sets SWEEPER_TEST_OOM_AT_STEP
+        ref_logps=(refs or {}).get(signature(settings)),  # model.reference: shared (sweeper.refshare)
     )  # fmt: skip
 
 
@@ -338,10 +341,14 @@ def run_sweep(
     """
     from ray import tune
 
+    from sweeper.refshare import shared_references
+
     names = swept_names(spec)
     mode = "max" if spec.metric.goal == "maximize" else "min"
+    # model.reference: shared: the reference log-probs, computed once (a Ray task) or read from a cache
+    refs = shared_references(spec, configs, train_rows, eval_rows, trials_root, gpus_per_trial)
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, spec=spec, train_rows=train_rows, eval_rows=eval_rows),
+        tune.with_parameters(_trainable, spec=spec, train_rows=train_rows, eval_rows=eval_rows, refs=refs),
         {"cpu": spec.resources.cpus_per_trial, "gpu": gpus_per_trial},
     )
     scheduler = search_alg = None

@@ -81,6 +81,11 @@ class ModelSection(_Section):
     quantization: Literal["4bit", "8bit", "none"] = "4bit"
     bnb_4bit_quant_type: Literal["nf4", "fp4"] = "nf4"
     bnb_4bit_use_double_quant: bool = True
+    # Where DPO's reference log-probs come from. adapter: the base with the LoRA adapter disabled (no second copy,
+    # one extra forward per step); separate: a second quantized copy of the base (the seed's setup, ~2x weights);
+    # shared: computed once per sweep (a Ray task before the trials, cached under trials/<name>/refcache/) and
+    # read by every trial, which then skips the reference forward. All three give the same rewards.
+    reference: Literal["adapter", "separate", "shared"] = "adapter"
     trust_remote_code: bool = False
     lora: LoraSection = LoraSection()
 
@@ -288,7 +293,8 @@ class EarlyTerminate(BaseModel):
 
 
 # Names that may be swept: every TrainingSection field, plus model-level ones.
-MODEL_PARAMETERS = {"quantization": ("model", "quantization"), "lora_r": ("model", "lora", "r"),
+MODEL_PARAMETERS = {"quantization": ("model", "quantization"), "reference": ("model", "reference"),
+                    "lora_r": ("model", "lora", "r"),
                     "lora_alpha": ("model", "lora", "lora_alpha"),
                     "lora_dropout": ("model", "lora", "lora_dropout"),
                     "max_length": ("data", "max_length")}  # fmt: skip
