@@ -377,7 +377,7 @@ def run_sweep(
             search_alg=search_alg,
             scheduler=scheduler,
             max_concurrent_trials=spec.resources.max_concurrent_trials,
-            reuse_actors=False,  # every trial loads its model in a fresh process: no state leaks
+            reuse_actors=spec.resources.reuse_actors,  # off: every trial in a fresh process; each loads its model
             trial_dirname_creator=lambda t: _dirname(t, names),
         ),
         run_config=tune.RunConfig(

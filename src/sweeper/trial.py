@@ -136,6 +136,7 @@ class MemoryMeter:
     def __init__(self) -> None:
         self.cuda = use_cuda()
         self.nvml_peak: float | None = None
+        memory.reset_peak_rss()  # this attempt's peak, also in a worker reused from an earlier trial
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
 
