@@ -2,7 +2,8 @@
 
 4 trials (shared 4-bit, adapter 4-bit, separate 4-bit, shared 8-bit): two shared references are computed
 by Ray tasks before the trials and cached under trials/<name>/refcache/; a later sweep with the same key
-(here: the same spec under another name) finds both there instead of computing them.
+(here: the same spec under another name) finds both there instead of computing them. Workers are
+reused between trials (resources.reuse_actors), which also keeps the test short.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeper import refcache
+from sweeper.errors import SweeperError
 from sweeper.space import corner_configs, trial_settings
 from sweeper.spec import Spec
 
@@ -81,7 +82,12 @@ def shared_references(spec: Spec, configs: list[dict[str, Any]], train: list[dic
         futures = [task.remote(settings, train_ref, eval_ref, cpus) for _, settings, _ in pending]
         say(f"Computing reference log-probs once for the sweep ({len(pending)} task(s), "
             f"{len(train)} train + {len(eval_rows)} eval rows) ...")  # fmt: skip
-        for (sig, settings, components), result in zip(pending, ray.get(futures), strict=True):
+        try:
+            results = ray.get(futures)
+        except Exception as exc:  # noqa: BLE001 - RayTaskError wraps whatever the task raised
+            raise SweeperError(f"model.reference: shared: computing the reference log-probs failed ({exc}); "
+                               "the traceback is above: fix it, or use model.reference: adapter") from exc  # fmt: skip
+        for (sig, settings, components), result in zip(pending, results, strict=True):
             extra = {k: result[k] for k in ("dtype", "device", "seconds")}
             folder = refcache.write_cache(root, components, result["train"], result["eval"], extra)
             say(f"Reference log-probs {folder.name} ({settings['model']['quantization']}): computed in "
