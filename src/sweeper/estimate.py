@@ -253,9 +253,14 @@ def predict(setup: Setup, coef: float = ACTIVATION_COEF) -> Breakdown:
     )
 
 
-def setup_from_settings(settings: dict[str, Any], reference: str = "adapter") -> Setup | None:
-    """The Setup of one trial's settings (sweeper.space.trial_settings); None when the model's shape is unknown."""
+def setup_from_settings(settings: dict[str, Any], reference: str | None = None) -> Setup | None:
+    """The Setup of one trial's settings (sweeper.space.trial_settings); None when the model's shape is unknown.
+
+    ``reference`` defaults to the trial's ``model.reference``; ``shared`` holds no copy, like ``adapter``.
+    """
     model, training = settings["model"], settings["training"]
+    reference = reference or model.get("reference", "adapter")
+    reference = "separate" if reference == "separate" else "adapter"
     shape = model_shape(model["name_or_path"])
     if shape is None:
         return None
@@ -275,7 +280,7 @@ def setup_from_settings(settings: dict[str, Any], reference: str = "adapter") ->
 
 
 def predict_settings(
-    settings: dict[str, Any], reference: str = "adapter", coef: float = ACTIVATION_COEF
+    settings: dict[str, Any], reference: str | None = None, coef: float = ACTIVATION_COEF
 ) -> float | None:
     """Predicted peak GiB of one trial on a GPU, or None when the model's shape is unknown."""
     setup = setup_from_settings(settings, reference)

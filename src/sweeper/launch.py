@@ -55,7 +55,8 @@ def describe(spec: Spec, spec_path: Path) -> list[str]:
     lines = [
         f"Sweep '{spec.name}' from {spec_path}: method {spec.method}, {n_trials(spec)} trial(s), "
         f"metric {spec.metric.name} ({spec.metric.goal})",
-        f"  model {model.name_or_path} (quantization {model.quantization}, LoRA r={model.lora.r}), "
+        f"  model {model.name_or_path} (quantization {model.quantization}, reference {model.reference}, "
+        f"LoRA r={model.lora.r}), "
         f"data {data.path} ({data.format}, max_length {data.max_length})",
         "  fixed: " + ", ".join(f"{k} {_cell(v)}" for k, v in fixed.items()),
     ]

@@ -18,6 +18,20 @@ def peak_rss_mb() -> float:
     return peak / MIB if sys.platform == "darwin" else peak / 1024
 
 
+def reset_peak_rss() -> bool:
+    """Start the peak RSS over from the current RSS (Linux: ``/proc/self/clear_refs``; also resets ru_maxrss).
+
+    A Ray worker reused for a later trial (``resources.reuse_actors``) would otherwise report the peak of
+    an earlier trial. Returns False where the kernel does not allow it (the peak is then process-wide).
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def nvml_used_mb(device_index: int = 0) -> float | None:
     """Memory in use on a whole GPU (all processes) in MiB, or None where NVML is unavailable (CPU hosts)."""
     try:

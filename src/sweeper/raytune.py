@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sweeper.space import label, swept_names, trial_settings
+from sweeper.space import corner_configs, label, swept_names, trial_settings
 from sweeper.spec import Spec
 
 
@@ -55,10 +55,12 @@ def shutdown_ray() -> None:
         ray.shutdown()
 
 
-def _trainable(config: dict[str, Any], *, spec: Spec, train_rows: list[dict], eval_rows: list[dict]) -> None:
+def _trainable(config: dict[str, Any], *, spec: Spec, train_rows: list[dict], eval_rows: list[dict],
+               refs: dict[str, Any] | None = None) -> None:  # fmt: skip
     import ray
     from ray import tune
 
+    from sweeper.refcache import signature
     from sweeper.store import ATTEMPTS_FILE
     from sweeper.trial import oom_injection, run_with_oom_retries
 
@@ -77,6 +79,7 @@ def _trainable(config: dict[str, Any], *, spec: Spec, train_rows: list[dict], ev
         settings, train_rows, eval_rows, report, cpus=spec.resources.cpus_per_trial, oom=spec.resources.oom,
         attempts_path=Path(tune.get_context().get_trial_dir()) / ATTEMPTS_FILE,
         callbacks_for=oom_injection(os.environ),  # None unless a test sets SWEEPER_TEST_OOM_AT_STEP
+        ref_logps=(refs or {}).get(signature(settings)),  # model.reference: shared (sweeper.refshare)
     )  # fmt: skip
 
 
@@ -385,14 +388,16 @@ def keep_secrets_out_of_runtime_env() -> None:
         class_cache.ENV_VARS_TO_PROPAGATE = {n for n in names if not SECRET_ENV.search(n)}
 
 
-def wrapped_trainable(spec: Spec, train_rows: list[dict], eval_rows: list[dict], gpus_per_trial: float) -> Any:
-    """The trainable with the sweep's spec and rows bound: launch and resume build it the same way."""
+def wrapped_trainable(spec: Spec, train_rows: list[dict], eval_rows: list[dict], gpus_per_trial: float,
+                      refs: dict[str, Any] | None = None) -> Any:  # fmt: skip
+    """The trainable with the sweep's spec, rows (and shared reference log-probs) bound: launch and resume
+    build it the same way."""
     from ray import tune
 
     keep_secrets_out_of_runtime_env()
 
     return tune.with_resources(
-        tune.with_parameters(_trainable, spec=spec, train_rows=train_rows, eval_rows=eval_rows),
+        tune.with_parameters(_trainable, spec=spec, train_rows=train_rows, eval_rows=eval_rows, refs=refs),
         {"cpu": spec.resources.cpus_per_trial, "gpu": gpus_per_trial},
     )
 
@@ -407,8 +412,13 @@ def resume_sweep(spec: Spec, experiment: str, train_rows: list[dict[str, str]], 
     """
     from ray import tune
 
+    from sweeper.refshare import shared_references
+
     check_resumable(experiment)
-    trainable = wrapped_trainable(spec, train_rows, eval_rows, gpus_per_trial)
+    # model.reference: shared: the sweep's cache under trials/<name>/refcache is found again (or recomputed)
+    refs = shared_references(spec, corner_configs(spec), train_rows, eval_rows, Path(experiment).parent,
+                             gpus_per_trial)  # fmt: skip
+    trainable = wrapped_trainable(spec, train_rows, eval_rows, gpus_per_trial, refs)
     tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=True)
     started = time.monotonic()
     return _counts(tuner.fit(), started)
@@ -458,9 +468,14 @@ def run_sweep(
     """
     from ray import tune
 
+    from sweeper.refshare import shared_references
+
     names = swept_names(spec)
     mode = "max" if spec.metric.goal == "maximize" else "min"
-    trainable = wrapped_trainable(spec, train_rows, eval_rows, gpus_per_trial)
+    # model.reference: shared: the reference log-probs, computed once (a Ray task) or read from a cache
+    refs = shared_references(spec, configs or corner_configs(spec), train_rows, eval_rows, trials_root,
+                             gpus_per_trial)  # fmt: skip
+    trainable = wrapped_trainable(spec, train_rows, eval_rows, gpus_per_trial, refs)
     scheduler = search_alg = None
     if gate is not None:
         _GATES.pop(gate["key"], None)  # a fresh study object per run (an earlier run may have left one)
@@ -488,7 +503,7 @@ def run_sweep(
             search_alg=search_alg,
             scheduler=scheduler,
             max_concurrent_trials=spec.resources.max_concurrent_trials,
-            reuse_actors=False,  # every trial loads its model in a fresh process: no state leaks
+            reuse_actors=spec.resources.reuse_actors,  # off: every trial in a fresh process; each loads its model
             trial_dirname_creator=lambda t: _dirname(t, names),
         ),
         run_config=tune.RunConfig(

@@ -21,6 +21,7 @@ ABBREVIATIONS = {
     "gradient_accumulation_steps": "ga",
     "num_train_epochs": "ep",
     "quantization": "q",
+    "reference": "ref",
 }
 
 

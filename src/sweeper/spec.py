@@ -80,6 +80,11 @@ class ModelSection(_Section):
     quantization: Literal["4bit", "8bit", "none"] = "4bit"
     bnb_4bit_quant_type: Literal["nf4", "fp4"] = "nf4"
     bnb_4bit_use_double_quant: bool = True
+    # Where DPO's reference log-probs come from. adapter: the base with the LoRA adapter disabled (no second copy,
+    # one extra forward per step); separate: a second quantized copy of the base (the seed's setup, ~2x weights);
+    # shared: computed once per sweep (a Ray task before the trials, cached under trials/<name>/refcache/) and
+    # read by every trial, which then skips the reference forward. All three give the same rewards.
+    reference: Literal["adapter", "separate", "shared"] = "adapter"
     trust_remote_code: bool = False
     lora: LoraSection = LoraSection()
 
@@ -147,6 +152,10 @@ class ResourcesSection(_Section):
     gpus_per_trial: Annotated[float, Field(ge=0, le=1)] | None = None
     # None = as many as the resources allow.
     max_concurrent_trials: Annotated[int, Field(gt=0)] | None = None
+    # Run later trials in the worker process of a finished one (Ray Tune reuse_actors): saves each trial's
+    # Python start and torch/transformers/TRL imports (~5-13 s on our 2-core machines). Every trial still loads
+    # its own model; threads, CUDA caches, paged buffers and the peak-memory counters are reset between trials.
+    reuse_actors: bool = False
     # CPUs of the local Ray instance started by launch (ignored with --address); None = all.
     num_cpus: Annotated[int, Field(gt=0)] | None = None
     # Memory of one GPU, for the preflight (sweeper.estimate): trials predicted above it are flagged or skipped.
@@ -388,7 +397,8 @@ class EarlyTerminate(BaseModel):
 
 
 # Names that may be swept: every TrainingSection field, plus model-level ones.
-MODEL_PARAMETERS = {"quantization": ("model", "quantization"), "lora_r": ("model", "lora", "r"),
+MODEL_PARAMETERS = {"quantization": ("model", "quantization"), "reference": ("model", "reference"),
+                    "lora_r": ("model", "lora", "r"),
                     "lora_alpha": ("model", "lora", "lora_alpha"),
                     "lora_dropout": ("model", "lora", "lora_dropout"),
                     "max_length": ("data", "max_length")}  # fmt: skip

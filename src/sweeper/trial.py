@@ -42,6 +42,13 @@ def use_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def resolve_bf16(training: dict[str, Any]) -> bool:
+    """The trial's compute dtype: bf16 where asked, else where the GPU supports it; fp32 on CPU."""
+    if training["bf16"] is not None:
+        return bool(training["bf16"])
+    return bool(use_cuda() and torch.cuda.is_bf16_supported())
+
+
 def quantization_config(model: dict[str, Any], compute_dtype: torch.dtype) -> BitsAndBytesConfig | None:
     if model["quantization"] == "4bit":
         return BitsAndBytesConfig(
@@ -129,6 +136,7 @@ class MemoryMeter:
     def __init__(self) -> None:
         self.cuda = use_cuda()
         self.nvml_peak: float | None = None
+        memory.reset_peak_rss()  # this attempt's peak, also in a worker reused from an earlier trial
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
 
@@ -218,10 +226,13 @@ def run_trial(
     callbacks: list[Any] | None = None,
     attempt: int = 1,
     probe: dict[str, Any] | None = None,
+    ref_logps: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train one DPO trial; report every log step, then a final result with the adapter as checkpoint.
 
     ``probe`` (filled as it goes) lets the caller see the step and the model of an attempt that raised.
+    ``ref_logps`` (sweeper.reference.compute_reference_logps, for ``model.reference: shared``) replaces the
+    reference forward passes.
     """
     from datasets import Dataset
     from trl import DPOTrainer
@@ -230,9 +241,14 @@ def run_trial(
     threads = set_threads(cpus)
     meter = MemoryMeter()
     training, data, model_s = settings["training"], settings["data"], settings["model"]
-    bf16 = training["bf16"] if training["bf16"] is not None else bool(use_cuda() and torch.cuda.is_bf16_supported())
+    bf16 = resolve_bf16(training)
     probe = probe if probe is not None else {}
     tokenizer, base = load_model(model_s, bf16)
+    reference = model_s.get("reference", "adapter")
+    # separate: a second copy of the base (same quantization and dtype); adapter/shared: the adapter disabled
+    ref_model = load_model(model_s, bf16)[1] if reference == "separate" else None
+    if reference == "shared":
+        train_rows, eval_rows = shared_rows(ref_logps, train_rows, eval_rows, bf16)
     probe["model"] = weakref.ref(base)
     load_s = time.monotonic() - started
     examples_per_step = effective_batch(training)
@@ -247,7 +263,7 @@ def run_trial(
     with tempfile.TemporaryDirectory(prefix="sweeper-trial-") as work:
         trainer = DPOTrainer(
             model=base,
-            ref_model=None,  # with peft_config the reference is the base with the adapter disabled
+            ref_model=ref_model,  # None: with peft_config the reference is the base with the adapter disabled
             args=dpo_config(training, data, work, bf16, bool(eval_rows)),
             train_dataset=Dataset.from_list(train_rows),
             eval_dataset=Dataset.from_list(eval_rows) if eval_rows and training["eval_steps"] else None,
@@ -255,6 +271,10 @@ def run_trial(
             peft_config=lora_config(model_s),
             callbacks=[forward, *(callbacks or [])],
         )
+        if reference == "shared":
+            from sweeper.reference import use_shared
+
+            use_shared(trainer)  # read the precomputed columns: no reference forward in this trial
         output = trainer.train()
         adapter_dir = Path(work) / "adapter"
         trainer.save_model(str(adapter_dir))
@@ -267,13 +287,29 @@ def run_trial(
             f"{PREFIX}torch_threads": threads,
             f"{PREFIX}n_train_rows": len(train_rows),
             f"{PREFIX}device": "cuda" if use_cuda() else "cpu",
+            f"{PREFIX}reference": reference,
         }
         if use_cuda():
             final[f"{PREFIX}gpu_name"] = torch.cuda.get_device_name()
         report(final, str(adapter_dir))
-    del trainer, base
+    del trainer, base, ref_model
     free_memory()
     return final
+
+
+def shared_rows(ref_logps: dict[str, Any] | None, train_rows: list[dict[str, str]], eval_rows: list[dict[str, str]],
+                bf16: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
+    """The rows with the sweep's shared reference log-probs as TRL's columns, after checking they fit this trial."""
+    from sweeper.reference import attach
+
+    if ref_logps is None:
+        raise RuntimeError("model.reference: shared, but no shared reference log-probs reached this trial")
+    dtype, device = "bf16" if bf16 else "fp32", "cuda" if use_cuda() else "cpu"
+    if (ref_logps.get("dtype"), ref_logps.get("device")) != (dtype, device):
+        raise RuntimeError(f"shared reference log-probs were computed in {ref_logps.get('dtype')} on "
+                           f"{ref_logps.get('device')}, this trial runs {dtype} on {device}: set training.bf16 "
+                           "explicitly, or use model.reference: adapter")  # fmt: skip
+    return attach(train_rows, ref_logps["train"]), attach(eval_rows, ref_logps["eval"])
 
 
 def free_memory() -> None:
@@ -298,6 +334,7 @@ def run_with_oom_retries(
     oom: str = "retry_halved",
     attempts_path: Path | None = None,
     callbacks_for: CallbacksFor | None = None,
+    ref_logps: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """run_trial, where out of memory is data: each OOM attempt is recorded (``attempts_path``, written when
     any attempt ran out of memory), its memory freed, and with ``oom="retry_halved"`` the trial reruns at half
@@ -310,7 +347,8 @@ def run_with_oom_retries(
         probe: dict[str, Any] = {}
         extra = callbacks_for(training) if callbacks_for else []
         try:
-            final = run_trial(settings, train_rows, eval_rows, report, cpus, extra, attempt=number, probe=probe)
+            final = run_trial(settings, train_rows, eval_rows, report, cpus, extra, attempt=number, probe=probe,
+                              ref_logps=ref_logps)  # fmt: skip
         except OOM_ERRORS as exc:
             error = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
         else:

@@ -1,0 +1,51 @@
+"""What the benchmarks share: the rendered smoke rows, a trial's settings per reference mode, medians."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from plain_trl import CONFIG  # noqa: E402
+
+
+def smoke_spec(**model: Any) -> Any:
+    """sweeps/smoke.yaml with the benchmark's CONFIG (one trial's worth) and the given model fields."""
+    from sweeper.spec import load_spec
+
+    spec = load_spec(ROOT / "sweeps" / "smoke.yaml")
+    lora = CONFIG["lora"]
+    return spec.model_copy(update={
+        "parameters": {},
+        "model": spec.model.model_copy(update={**model, "lora": spec.model.lora.model_copy(update=lora)}),
+        "training": spec.training.model_copy(update={
+            "per_device_train_batch_size": CONFIG["per_device_train_batch_size"], "max_steps": CONFIG["max_steps"],
+            "learning_rate": CONFIG["learning_rate"], "logging_steps": CONFIG["logging_steps"]}),
+    })  # fmt: skip
+
+
+def rows() -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """The smoke sweep's rendered train and held-out rows, exactly as launch prepares them."""
+    from sweeper.prepare import prepare_data
+
+    prepared = prepare_data(smoke_spec())
+    return prepared.train, prepared.test
+
+
+def settings(reference: str, quantization: str = "4bit", accumulation: int = 1, **model: Any) -> dict[str, Any]:
+    from sweeper.space import trial_settings
+
+    spec = smoke_spec(reference=reference, quantization=quantization, **model)
+    return trial_settings(spec, {"gradient_accumulation_steps": accumulation})
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def fmt(values: list[float]) -> str:
+    return f"median {median(values):.3f} (n={len(values)}: {', '.join(f'{v:.3f}' for v in values)})"

@@ -1,0 +1,78 @@
+"""P2: a sweeper trial's training throughput ÷ a plain TRL DPOTrainer script's, same tiny config, side by side.
+
+    PYTHONPATH=src python benchmarks/throughput.py [--repeats 5] [--max-steps 24]
+
+One process, one torch thread, the smoke sweep's rows (230 train rows, batch 4, max_length 96, 4-bit nf4,
+LoRA r=8). Each repeat runs, in a rotating order:
+  plain       benchmarks/plain_trl.py's train(): DPOTrainer(ref_model=None, peft_config=...)
+  plain+pre   the same with TRL's precompute_ref_log_probs=True (its precompute runs in every trial's init)
+  adapter     sweeper.trial.run_trial, model.reference: adapter (the default)
+  shared      sweeper.trial.run_trial, model.reference: shared, reading values computed once before the loop
+Throughput = examples trained ÷ TRL's train_runtime (model loading and precompute excluded: a sweep pays
+the shared precompute once, printed separately). Ratios: of the medians, and the median of per-repeat ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from _common import CONFIG, fmt, median, rows, settings  # isort: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--max-steps", type=int, default=CONFIG["max_steps"])
+    a = parser.parse_args()
+    torch.set_num_threads(1)
+    CONFIG["max_steps"] = a.max_steps
+
+    from plain_trl import train as plain_train
+
+    from sweeper.reference import compute_reference_logps
+    from sweeper.tiny import ensure_tiny_model
+    from sweeper.trial import run_trial
+
+    model_path = str(ensure_tiny_model())
+    train_rows, _ = rows()
+    examples = a.max_steps * CONFIG["per_device_train_batch_size"]
+    started = time.monotonic()
+    refs = compute_reference_logps(settings("shared"), train_rows, [], cpus=1)
+    precompute_s = time.monotonic() - started
+
+    def sweeper_trial(mode: str) -> float:
+        s = settings(mode)
+        s["training"]["max_steps"] = a.max_steps
+        final = run_trial(s, train_rows, [], lambda m, c: None, cpus=1, ref_logps=refs if mode == "shared" else None)
+        return examples / final["sweeper/train_s"]
+
+    runs = {
+        "plain": lambda: plain_train(model_path, train_rows, CONFIG["learning_rate"], 1, a.max_steps)["examples_per_s"],
+        "plain+pre": lambda: plain_train(model_path, train_rows, CONFIG["learning_rate"], 1, a.max_steps,
+                                         precompute=True)["examples_per_s"],  # fmt: skip
+        "adapter": lambda: sweeper_trial("adapter"),
+        "shared": lambda: sweeper_trial("shared"),
+    }
+    names = list(runs)
+    results: dict[str, list[float]] = {n: [] for n in names}
+    runs["plain"]()  # warm-up (first-use costs: kernels, allocator), not counted
+    for r in range(a.repeats):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            results[name].append(runs[name]())
+    print(f"P2 throughput, examples/s ({a.max_steps} steps x batch {CONFIG['per_device_train_batch_size']}, "
+          f"1 thread, {a.repeats} repeats, rotating order)")  # fmt: skip
+    for name in names:
+        print(f"  {name:10s} {fmt(results[name])}")
+    print(f"  shared precompute (once per sweep, {len(train_rows)} rows): {precompute_s:.2f} s")
+    for name in ("adapter", "shared", "plain+pre"):
+        per = [x / p for x, p in zip(results[name], results["plain"], strict=True)]
+        print(f"P2 {name} / plain: {median(results[name]) / median(results['plain']):.3f} (ratio of medians), "
+              f"{median(per):.3f} (median of per-repeat ratios)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
