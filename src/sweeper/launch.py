@@ -183,6 +183,13 @@ def launch(spec_path: str | Path, address: str | None = None, dry: bool = False,
         meta["wall_s"] = round(time.monotonic() - started, 1)
         write_json(sweep_dir / SWEEP_FILE, meta)
         raytune.shutdown_ray()
+    return finish_sweep(spec, sweep_dir, address, out, f"finished in {counts.get('wall_s', meta['wall_s'])} s",
+                        {"wall_s": meta["wall_s"]})  # fmt: skip
+
+
+def finish_sweep(spec: Spec, sweep_dir: Path, address: str | None, out: TextIO, headline: str,
+                 summary: dict[str, Any]) -> Path:  # fmt: skip
+    """After the trials (launch or resume): records, calibration, evaluation, report, tracker, summary lines."""
     copy_from_storage(spec, sweep_dir)
     sweep = load_sweep(sweep_dir)
     preflight.record_infeasible(sweep_dir, preflight.oom_rows(sweep))
@@ -199,8 +206,8 @@ def launch(spec_path: str | Path, address: str | None = None, dry: bool = False,
     best = best_trial(sweep, spec.metric.name, spec.metric.goal)
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(sweep.by_status().items()))
     trackers_for(spec, sweep_dir).sweep({"statuses": sweep.by_status(), "best": best.trial_id if best else None,
-                                         "wall_s": meta["wall_s"]}, report)  # fmt: skip
-    print(f"Sweep '{spec.name}' finished in {counts.get('wall_s', meta['wall_s'])} s: {statuses}", file=out)
+                                         **summary}, report)  # fmt: skip
+    print(f"Sweep '{spec.name}' {headline}: {statuses}", file=out)
     if best is not None:
         print(f"Best trial {best.trial_id} ({best.params}): {spec.metric.name} = {best.value(spec.metric.name):.4g}",
               file=out)  # fmt: skip

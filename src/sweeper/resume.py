@@ -19,13 +19,11 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from sweeper.cluster import copy_from_storage, experiment_path
+from sweeper.cluster import experiment_path
 from sweeper.errors import TrialsError
-from sweeper.launch import _now, hardware_text, resolve_gpus
-from sweeper.report import write_report
+from sweeper.launch import _now, finish_sweep, hardware_text, resolve_gpus
 from sweeper.spec import Spec
-from sweeper.store import SWEEP_FILE, best_trial, load_sweep, write_json
-from sweeper.tracking import trackers_for
+from sweeper.store import SWEEP_FILE, load_sweep, write_json
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -81,17 +79,5 @@ def resume(sweep_path: str | Path, address: str | None = None, verbose: bool = F
         meta["finished_at"] = _now()
         write_json(sweep_dir / SWEEP_FILE, meta)
         raytune.shutdown_ray()
-    copy_from_storage(spec, sweep_dir)
-    sweep = load_sweep(sweep_dir)
-    report = write_report(sweep, Path(spec.output.reports_dir))
-    best = best_trial(sweep, spec.metric.name, spec.metric.goal)
-    statuses = ", ".join(f"{n} {s}" for s, n in sorted(sweep.by_status().items()))
-    trackers_for(spec, sweep_dir).sweep({"statuses": sweep.by_status(), "best": best.trial_id if best else None,
-                                         "resumed": len(resumes)}, report)  # fmt: skip
-    print(f"Sweep '{spec.name}' resumed and finished in {result.get('wall_s')} s: {statuses}", file=out)
-    if best is not None:
-        print(f"Best trial {best.trial_id} ({best.params}): {spec.metric.name} = {best.value(spec.metric.name):.4g}",
-              file=out)  # fmt: skip
-    print(f"Trials: {sweep_dir}", file=out)
-    print(f"Report: {report}", file=out)
-    return report
+    return finish_sweep(spec, sweep_dir, address, out, f"resumed and finished in {result.get('wall_s')} s",
+                        {"resumed": len(resumes)})  # fmt: skip
