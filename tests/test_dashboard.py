@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 from sweeper.__main__ import build_parser, main
@@ -100,8 +101,6 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 def listening_addresses(pid: int) -> set[str]:
-    import psutil
-
     procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
     return {c.laddr.ip for p in procs for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
 
@@ -131,11 +130,16 @@ def dashboard(tmp_path: Path):  # type: ignore[no-untyped-def]
         print(f"dashboard healthy after {time.monotonic() - started:.1f} s")
         yield url, trials, proc.pid
     finally:
+        children = psutil.Process(proc.pid).children(recursive=True)
         proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+        _, alive = psutil.wait_procs(children, timeout=10)
+        for child in alive:
+            child.kill()
+        assert not alive, "stopping the dashboard's PID left its server running"
 
 
 def add_trial(sweep_dir: Path, source: Path, trial_id: str) -> None:

@@ -1,13 +1,13 @@
 """The live dashboard: ``python -m sweeper dashboard trials/`` serves a read-only Streamlit page on 127.0.0.1.
 
-This module only finds sweeps and starts Streamlit on ``app.py`` (a subprocess); the page itself lives in
+This module only finds sweeps and becomes Streamlit on ``app.py`` (exec); the page itself lives in
 app.py and its charts in charts.py. Light module: imports neither torch, ray nor streamlit.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import subprocess
+import os
 import sys
 from pathlib import Path
 
@@ -52,7 +52,8 @@ def serve(root: Path, host: str = "127.0.0.1", port: int = 8501, refresh_s: floa
         raise SweeperError(f"--port must be between 1 and 65535, but got {port}")
     print(f"Dashboard of {root} ({len(find_sweeps(root))} sweep(s)) on http://{host}:{port} "
           f"(read-only, reloads every {refresh_s:g} s; Ctrl-C stops it)", flush=True)  # fmt: skip
-    try:
-        return subprocess.run(streamlit_command(root, host, port, refresh_s), check=False).returncode
-    except KeyboardInterrupt:
-        return 0
+    # Become Streamlit (exec, not a child process): the dashboard's PID is the server's, so stopping that PID
+    # (Ctrl-C, a service manager, a test's terminate) stops the server instead of orphaning it.
+    command = streamlit_command(root, host, port, refresh_s)
+    os.execv(command[0], command)
+    return 0  # not reached
