@@ -28,12 +28,11 @@ from sweeper.tracking import check_tracking, trackers_for
 VERSIONED = ("sweeper", "torch", "transformers", "trl", "peft", "bitsandbytes", "ray", "optuna", "datasets")
 
 
-def plan_table(spec: Spec, configs: list[dict[str, Any]], coef: float | None = None,
+def plan_table(spec: Spec, configs: list[dict[str, Any]], planned: list[preflight.Planned],
                infeasible: list[dict[str, Any]] | None = None) -> list[str]:  # fmt: skip
     """Aligned lines: one per trial, its parameter values, effective batch, predicted GPU peak and a flag."""
     names = list(spec.parameters)
     head = ["#", *names, "effective batch", "predicted GB", "flag"]
-    planned = preflight.plan(spec, configs, *([coef] if coef is not None else []))
     oom_before = [r["params"] for r in infeasible or [] if r.get("reason") == "oom"]
     over = "skipped" if spec.resources.preflight == "skip" else "OVER"
     rows = []
@@ -82,16 +81,16 @@ def dry_run(spec: Spec, spec_path: Path, out: TextIO) -> None:
     configs = expand(spec)
     earlier = _earlier_sweep(spec)
     coef, n_measured = preflight.calibrate_from(spec, earlier)
-    for line in plan_table(spec, configs, coef, _infeasible(earlier)):
+    planned = preflight.plan(spec, configs, coef)
+    for line in plan_table(spec, configs, planned, _infeasible(earlier)):
         print("  " + line, file=out)
-    for line in preflight_lines(spec, configs, coef, n_measured, earlier):
+    for line in preflight_lines(spec, configs, planned, coef, n_measured, earlier):
         print(line, file=out)
 
 
-def preflight_lines(spec: Spec, configs: list[dict[str, Any]], coef: float, n_measured: int,
-                    earlier: SweepRecord | None) -> list[str]:  # fmt: skip
+def preflight_lines(spec: Spec, configs: list[dict[str, Any]], planned: list[preflight.Planned], coef: float,
+                    n_measured: int, earlier: SweepRecord | None) -> list[str]:  # fmt: skip
     """What the preflight found: the GPU budget, over-budget trials, the calibration and the cost line."""
-    planned = preflight.plan(spec, configs, coef)
     n_over = sum(p.over for p in planned)
     budget = spec.resources.gpu_memory_gb
     lines = [f"Preflight: peak GPU memory predicted from the model's shape for one {budget:g} GB GPU "
@@ -235,7 +234,7 @@ def run_preflight(spec: Spec, configs: list[dict[str, Any]], earlier: SweepRecor
         return configs, []
     coef, n_measured = preflight.calibrate_from(spec, earlier)
     planned = preflight.plan(spec, configs, coef)
-    for line in preflight_lines(spec, configs, coef, n_measured, earlier):
+    for line in preflight_lines(spec, configs, planned, coef, n_measured, earlier):
         print(line, file=out)
     for i, p in enumerate(planned, 1):
         if p.over:

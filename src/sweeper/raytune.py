@@ -151,6 +151,7 @@ def _pruning_scheduler(gate: dict[str, Any], spec: Spec, n_train: int, step_key:
         def __init__(self) -> None:
             super().__init__()
             self.last_step: dict[str, int] = {}
+            self.planned: dict[str, int] = {}
 
         def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
             if trial.status in ("TERMINATED", "ERROR"):  # restored by `sweeper resume`: already told to the study
@@ -175,17 +176,21 @@ def _pruning_scheduler(gate: dict[str, Any], spec: Spec, n_train: int, step_key:
             self.last_step[trial.trial_id] = int(step)
             verdict = result.get("sweeper/guard")
             value = result.get(metric)
-            planned = planned_examples(trial_settings(spec, trial.config.get("params", {}))["training"], n_train)
+            if trial.trial_id not in self.planned:  # examples the trial sees if it runs to the end
+                training = trial_settings(spec, trial.config.get("params", {}))["training"]
+                self.planned[trial.trial_id] = planned_examples(training, n_train)
+            planned = self.planned[trial.trial_id]
             at_end = int(result.get("sweeper/examples_seen") or 0) >= planned  # its last log: let it finish
+            g = build_gate(gate)
             if guard_mode == "prune" and is_flagged(verdict) and not at_end:
                 reason = f"margin-hacking guard: {verdict}"
-            elif isinstance(value, int | float) and build_gate(gate).report(trial.trial_id, int(step), float(value)):
+            elif isinstance(value, int | float) and g.report(trial.trial_id, int(step), float(value)):
                 if at_end:
                     return TrialScheduler.CONTINUE
                 reason = f"{pruner_name} pruner on {metric}"
             else:
                 return TrialScheduler.CONTINUE
-            build_gate(gate).prune(trial.trial_id)
+            g.prune(trial.trial_id)
             record = pruned_record(result, planned, value, reason)
             write_json(Path(trial.path) / PRUNED_FILE, record)
             return TrialScheduler.STOP
