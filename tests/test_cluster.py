@@ -91,7 +91,9 @@ def cluster_spec(tmp_path: Path) -> Path:
     text = (ROOT / "sweeps" / "smoke.yaml").read_text().replace("name: smoke", "name: cluster")
     text = text.replace("learning_rate: {values: [1.0e-5, 3.0e-3]}", "learning_rate: {values: [3.0e-3, 1.0e-3]}")
     text = text.replace("gradient_accumulation_steps: {values: [1, 2]}", "gradient_accumulation_steps: {values: [1]}")
-    text = text.replace("max_steps: 24", "max_steps: 40")
+    # Long enough (~13 s a trial here) that the trial on the worker node is still running when the test sees its
+    # first rows: a CPU-starved driver takes results in bursts, and 40 steps (~4 s) could arrive all at once, done.
+    text = text.replace("max_steps: 24", "max_steps: 120").replace("logging_steps: 2", "logging_steps: 6")
     spec = tmp_path / "cluster.yaml"
     spec.write_text(text)
     return spec
@@ -130,6 +132,8 @@ def test_two_nodes_and_a_lost_worker_node(cluster: Cluster, tmp_path: Path) -> N
                 rows = read_results(folder / "result.json")
                 if rows and rows[-1].get("sweeper/node_ip") == WORKER_IP and not rows[-1].get("sweeper/done"):
                     return folder.name
+                if rows and rows[-1].get("sweeper/node_ip") == WORKER_IP:
+                    raise AssertionError(f"{folder.name} finished on the worker node before the test saw it running")
             return None
 
         moved = wait_for(on_worker_node, 300, "a trial logging from the worker node")

@@ -21,13 +21,14 @@ from sweeper.store import last_run, load_sweep, read_results, write_json
 from .conftest import ROOT
 from .ray_procs import kill_all, tree, trial_states, wait_for
 
-N_TRIALS, MAX_STEPS, LOGGING_STEPS = 2, 30, 2
+N_TRIALS, MAX_STEPS, LOGGING_STEPS = 2, 60, 4  # ~7 s a trial: the kill must land while the second runs
 
 
 def resume_spec(tmp_path: Path) -> Path:
     text = (ROOT / "sweeps" / "smoke.yaml").read_text()
     text = text.replace("name: smoke", "name: resumed")
     text = text.replace("gradient_accumulation_steps: {values: [1, 2]}", "gradient_accumulation_steps: {values: [1]}")
+    text = text.replace("logging_steps: 2", f"logging_steps: {LOGGING_STEPS}")
     text = text.replace("max_steps: 24", f"max_steps: {MAX_STEPS}").replace("max_concurrent_trials: 2",
                                                                             "max_concurrent_trials: 1")  # fmt: skip
     # an Optuna study behind the sweep (nop pruner: no trial is stopped), to check it stays consistent
