@@ -6,8 +6,9 @@ For each sweep and pruner, averaged over random trial arrival orders, at concurr
   regret   = (winner's final - best surviving final) / spread of finals (lower is better)
 
 Sweeps: our own densely logged CPU sweeps (benchmarks/recorded/, copies of trials/<name> with only
-sweep.json, params.json and result.json), and the public curves in ../shared/curves (three unrelated
-single runs replayed as one pseudo-sweep on eval margins: a format and sparsity check, not a sweep).
+sweep.json, params.json and result.json: smoke, sweeps/cpu_grid12.yaml, sweeps/cpu_grid24.yaml), and the
+public curves in ../shared/curves (three unrelated single runs replayed as one pseudo-sweep on eval
+margins: a format and sparsity check, not a sweep).
 Pruners: Optuna's own (median, percentile 25, successive halving, hyperband, as configured by
 sweeper: examples-seen grid, 10% warm-up, 1 startup trial), sweeper's peer pruner, and Ray Tune's own
 AsyncHyperBandScheduler (ASHA, grace 10%, reduction 3) driven through the same simulator.
