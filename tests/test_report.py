@@ -233,3 +233,30 @@ def test_report_on_a_folder_that_is_no_sweep(tmp_path: Path, capsys: pytest.Capt
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"ERROR: {tmp_path}: not a sweep folder")
+
+
+def beta_sweep(root: Path, finals: dict[float, float]) -> Path:
+    """Completed trials at lr 3e-3 that differ only in beta, with the given final margins."""
+    root.mkdir(parents=True)
+    write_json(root / "sweep.json", {**META, "swept": ["beta"]})
+    for i, (beta, margin) in enumerate(finals.items()):
+        write_trial(root, f"bbbbb_0000{i}--beta={beta}", {"beta": beta}, curve([0.0, margin / 2, margin], 1))
+    return root
+
+
+def test_a_swept_beta_qualifies_a_margins_winner(tmp_path: Path) -> None:
+    """rewards/margins = beta × log-ratio: beta 0.3 wins on margins (4.5 > 1.8) but beta 0.1 leads on margins ÷ beta
+    (18 > 15), and the verdict says both; where the larger beta leads on both it says so too."""
+    verdict = render_report(load_sweep(beta_sweep(tmp_path / "a", {0.1: 1.8, 0.3: 4.5}))).split("## Trials")[0]
+    assert "**`bbbbb_00001`**" in verdict
+    assert "beta is swept and `rewards/margins` is beta × a log-ratio" in verdict
+    assert "Divided by beta, `bbbbb_00000` (beta=0.1) leads with 18 against 15" in verdict
+    verdict = render_report(load_sweep(beta_sweep(tmp_path / "b", {0.1: 1.0, 0.3: 4.5}))).split("## Trials")[0]
+    assert "Divided by beta (15) this trial still leads." in verdict
+
+
+def test_no_beta_warning_when_beta_is_fixed_or_the_metric_does_not_scale(sweep_dir: Path, tmp_path: Path) -> None:
+    assert "beta is swept" not in render_report(load_sweep(sweep_dir))
+    sweep = load_sweep(beta_sweep(tmp_path / "acc", {0.1: 1.8, 0.3: 4.5}))
+    sweep.meta["metric"] = {"name": "rewards/accuracies", "goal": "maximize"}  # a sign count: beta-free
+    assert "beta is swept" not in render_report(sweep)

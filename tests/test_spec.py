@@ -109,6 +109,25 @@ def test_dry_run_prints_trials_with_effective_batch(capsys: pytest.CaptureFixtur
     assert sorted(row[4] for row in table) == ["128", "128", "128", "64", "64", "64"]  # effective batch
 
 
+def test_dry_run_tips_that_margins_scale_with_a_swept_beta(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["launch", str(ROOT / "sweeps" / "cpu_grid24.yaml"), "--dry-run"]) == 0
+    assert "tip: beta is swept and rewards/margins is beta × a log-ratio" in capsys.readouterr().out
+    assert main(["launch", str(ROOT / "sweeps" / "lr_grid.yaml"), "--dry-run"]) == 0  # beta fixed: no tip
+    assert "beta is swept" not in capsys.readouterr().out
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`launch --dry-run | head -1`: the reader leaves early; no traceback, as with any Unix tool."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run(
+        f"'{sys.executable}' -m sweeper launch '{ROOT / 'sweeps' / 'cpu_grid24.yaml'}' --dry-run | head -c 10",
+        shell=True, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60,
+    )  # fmt: skip
+    assert proc.stdout == "Sweep 'cpu"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "BrokenPipeError" not in proc.stderr
+
+
 def test_random_sampling_is_seeded_and_in_range() -> None:
     raw = {**MINIMAL, "method": "random", "run_cap": 5, "seed": 3, "parameters": {
         "learning_rate": {"distribution": "log_uniform_values", "min": 1e-6, "max": 1e-3},

@@ -7,6 +7,7 @@ and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -143,6 +144,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "sweeper") -> int:
         print("ERROR: interrupted; finished trials are kept under trials/: "
               "`python -m sweeper resume trials/<name>` finishes the sweep", file=sys.stderr)  # fmt: skip
         return 130
+    except BrokenPipeError:
+        # The reader went away (`... --dry-run | head`): stop quietly, as Unix tools do, and keep Python's
+        # exit-time flush from raising again (the recipe in Python's signal docs).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 

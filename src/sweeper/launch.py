@@ -23,6 +23,7 @@ from sweeper.report import write_report
 from sweeper.space import effective_batch, expand, n_trials, swept_names, trial_settings
 from sweeper.spec import Spec, load_spec, spec_hash
 from sweeper.store import SWEEP_FILE, SweepRecord, best_trial, load_sweep, write_json
+from sweeper.summary import beta_scaled
 from sweeper.tracking import check_tracking, trackers_for
 
 VERSIONED = ("sweeper", "torch", "transformers", "trl", "peft", "bitsandbytes", "ray", "optuna", "datasets")
@@ -67,6 +68,9 @@ def describe(spec: Spec, spec_path: Path) -> list[str]:
         if spec.training.eval_steps and not spec.metric.name.startswith("eval_"):
             lines.append(f"  tip: evaluation runs every {spec.training.eval_steps} steps; pruning on held-out "
                          f"eval_{spec.metric.name} is less noisy than on train {spec.metric.name}")  # fmt: skip
+    if "beta" in spec.parameters and beta_scaled(spec.metric.name):
+        lines.append(f"  tip: beta is swept and {spec.metric.name} is beta × a log-ratio: trials of different beta "
+                     f"are not comparable on it (the report also ranks them by {spec.metric.name} ÷ beta)")  # fmt: skip
     return lines
 
 

@@ -17,6 +17,7 @@ from sweeper.summary import (
     MIN_STEPS,
     TRL_METRICS,
     accounting,
+    best_per_beta,
     compute,
     guard_of,
     metric_of,
@@ -117,6 +118,9 @@ def verdict(sweep: SweepRecord, best: TrialRecord | None, metric: str, goal: str
         line += " (the only completed trial)."
     lines = [line]
     warnings = verdict_warnings(best, value, second_value)
+    beta = beta_warning(best, best_per_beta(sweep, metric, goal), metric)
+    if beta:
+        warnings.append(beta)
     if warnings:
         lines += ["", *[f"- ⚠ {w}" for w in warnings]]
     heldout = verdict_line(sweep, best)
@@ -147,6 +151,21 @@ def verdict_warnings(best: TrialRecord, value: float | None, second: float | Non
     if value is not None and second is not None and abs(value - second) <= TIE * max(abs(value), abs(second)):
         out.append(f"the runner-up is within {TIE:.0%}: treat the two as a tie.")
     return out
+
+
+def beta_warning(best: TrialRecord, per_beta: tuple[TrialRecord, float] | None, metric: str) -> str | None:
+    """beta is swept and the metric is beta × a log-ratio: say so, and who leads on the metric ÷ beta."""
+    if per_beta is None:
+        return None
+    leader, scaled = per_beta
+    text = (f"beta is swept and `{metric}` is beta × a log-ratio: at the same fit a larger beta scores higher, "
+            "so trials of different beta are not comparable on it.")  # fmt: skip
+    if leader is best:
+        return text + f" Divided by beta ({fmt(scaled)}) this trial still leads."
+    own = (best.value(metric) or 0.0) / float(best.params["beta"])
+    return (text + f" Divided by beta, `{leader.trial_id}` (beta={fmt(leader.params['beta'])}) leads with "
+            f"{fmt(scaled)} against {fmt(own)}; compare trials of equal beta, or on rewards/accuracies or the "
+            "held-out preference rate (`evaluation:`).")  # fmt: skip
 
 
 def trials_table(sweep: SweepRecord, best: TrialRecord | None) -> list[str]:

@@ -237,6 +237,30 @@ def runner_up(sweep: SweepRecord, best: TrialRecord, metric: str, goal: str) -> 
     return best_trial(rest, metric, goal)
 
 
+# TRL's rewards are beta × (policy - reference) log-ratios: across trials of different beta they are not comparable.
+BETA_SCALED = ("rewards/margins", "rewards/chosen", "rewards/rejected")
+
+
+def beta_scaled(metric: str) -> bool:
+    return metric.removeprefix("eval_") in BETA_SCALED
+
+
+def best_per_beta(sweep: SweepRecord, metric: str, goal: str) -> tuple[TrialRecord, float] | None:
+    """With beta swept and a beta-scaled metric: the completed trial best on metric ÷ beta, and that value.
+
+    None when the metric does not scale with beta or fewer than two betas finished."""
+    if not beta_scaled(metric):
+        return None
+    scored = [(v / float(t.params["beta"]), t) for t in sweep.trials
+              if t.status == "completed" and float(t.params.get("beta") or 0) > 0
+              and (v := t.value(metric)) is not None]  # fmt: skip
+    if len({t.params["beta"] for _, t in scored}) < 2:
+        return None
+    pick = max if goal == "maximize" else min
+    value, trial = pick(scored, key=lambda vt: vt[0])
+    return trial, value
+
+
 def _stop(t: TrialRecord, pruned_key: str, curve_key: str) -> int | None:
     if t.status == "completed":
         return None
