@@ -100,7 +100,7 @@ def test_a_trial_that_never_fits_ends_as_oom_and_frees_memory(tmp_path: Path) ->
     reports: list[dict[str, Any]] = []
     inject = oom_injection({"SWEEPER_TEST_OOM_AT_STEP": "1", "SWEEPER_TEST_OOM_ABOVE_BATCH": "0"})
     final = run_with_oom_retries(trial_settings(spec, {}), rows(16), [], lambda m, c: reports.append(m),
-                                 attempts_path=tmp_path / "attempts.json", callbacks_for=inject)  # fmt: skip
+                                 attempts_path=str(tmp_path / "attempts.json"), callbacks_for=inject)  # fmt: skip
     attempts = json.loads((tmp_path / "attempts.json").read_text())
     assert [(a["per_device_train_batch_size"], a["status"], a["effective_batch"]) for a in attempts] == [
         (2, "oom", 6),

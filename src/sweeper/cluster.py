@@ -1,15 +1,17 @@
 """Running on a Ray cluster: retries, where Ray keeps the trials, bringing them back to trials/<name>.
 
-Light module: imports neither torch nor ray (pyarrow.fs only to copy from a storage URI).
+Light module: imports neither torch nor ray (pyarrow.fs only for a storage URI, as Ray itself uses it).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from sweeper.errors import SweeperError
+from sweeper.store import read_json, write_json
 
 CLUSTER_MAX_FAILURES = 2  # a lost node costs a trial a rerun, twice at most
 
@@ -25,14 +27,58 @@ def is_uri(location: str) -> bool:
     return "://" in location
 
 
+def join(location: str, *parts: str) -> str:
+    """location/part/...: a folder, or a URI whose query (``?endpoint_override=...``) stays at the end."""
+    if not is_uri(location):
+        return str(Path(location).joinpath(*parts))
+    base, sep, query = location.partition("?")
+    return "/".join([base.rstrip("/"), *parts]) + sep + query
+
+
 def experiment_path(spec: Any, sweep_dir: Path) -> str:
     """Where Ray keeps this sweep's experiment (what Tuner.restore reads): output.storage/<name> or the folder."""
     storage = spec.output.storage
     if not storage:
         return str(sweep_dir.resolve())
     if is_uri(storage):
-        return f"{storage.rstrip('/')}/{spec.name}"
+        return join(storage, spec.name)
     return str(Path(storage).resolve() / spec.name)
+
+
+def trial_record(experiment: str, trial_dir: str | Path, name: str) -> str:
+    """Where sweeper's own file of a trial (attempts.json, pruned.json) goes: beside Ray's files of that trial
+    in the experiment's storage. ``trial_dir`` is any path ending in the trial's folder name (Ray's staging
+    folder on the node, or the trial's path in storage)."""
+    return join(experiment, Path(trial_dir).name, name)
+
+
+def write_record(location: str, data: Any) -> None:
+    """JSON to a local path (atomically) or to a URI Ray supports (through pyarrow.fs, as Ray writes there).
+
+    A trial on a worker node writes to storage itself: Ray uploads only its own files from that node."""
+    if not is_uri(location):
+        write_json(Path(location), data)
+        return
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(location)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as out:
+        out.write((json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def read_record(location: str) -> Any:
+    """A record written by write_record, or None when absent or unreadable."""
+    if not is_uri(location):
+        return read_json(Path(location))
+    import pyarrow.fs
+
+    try:
+        fs, path = pyarrow.fs.FileSystem.from_uri(location)
+        with fs.open_input_stream(path) as src:
+            return json.loads(src.read().decode())
+    except (OSError, ValueError):  # absent (FileNotFoundError), unreachable, or not JSON
+        return None
 
 
 def copy_from_storage(spec: Any, sweep_dir: Path) -> int:

@@ -56,10 +56,11 @@ def shutdown_ray() -> None:
 
 
 def _trainable(config: dict[str, Any], *, spec: Spec, train_rows: list[dict], eval_rows: list[dict],
-               refs: dict[str, Any] | None = None) -> None:  # fmt: skip
+               experiment: str, refs: dict[str, Any] | None = None) -> None:  # fmt: skip
     import ray
     from ray import tune
 
+    from sweeper.cluster import trial_record
     from sweeper.refcache import signature
     from sweeper.store import ATTEMPTS_FILE
     from sweeper.trial import oom_injection, run_with_oom_retries
@@ -77,7 +78,7 @@ def _trainable(config: dict[str, Any], *, spec: Spec, train_rows: list[dict], ev
     settings = trial_settings(spec, config["params"])
     run_with_oom_retries(
         settings, train_rows, eval_rows, report, cpus=spec.resources.cpus_per_trial, oom=spec.resources.oom,
-        attempts_path=Path(tune.get_context().get_trial_dir()) / ATTEMPTS_FILE,
+        attempts_path=trial_record(experiment, tune.get_context().get_trial_dir(), ATTEMPTS_FILE),
         callbacks_for=oom_injection(os.environ),  # None unless a test sets SWEEPER_TEST_OOM_AT_STEP
         ref_logps=(refs or {}).get(signature(settings)),  # model.reference: shared (sweeper.refshare)
     )  # fmt: skip
@@ -135,18 +136,20 @@ def build_gate(settings: dict[str, Any]) -> Any:
     return gate
 
 
-def _pruning_scheduler(gate: dict[str, Any], spec: Spec, n_train: int, step_key: str, pruner_name: str) -> Any:
+def _pruning_scheduler(gate: dict[str, Any], spec: Spec, n_train: int, step_key: str, pruner_name: str,
+                       experiment: str) -> Any:  # fmt: skip
     from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+    from sweeper.cluster import trial_record, write_record
     from sweeper.guard import is_flagged
     from sweeper.space import planned_examples
-    from sweeper.store import PRUNED_FILE, write_json
+    from sweeper.store import PRUNED_FILE
 
     metric = spec.metric.name
     guard_mode = spec.early_terminate.guard if spec.early_terminate else "off"
 
     class OptunaPruningScheduler(FIFOScheduler):
-        """Asks the sweep's PruningGate after every result; STOP writes <trial>/pruned.json."""
+        """Asks the sweep's PruningGate after every result; STOP writes <trial>/pruned.json (in storage)."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -192,7 +195,7 @@ def _pruning_scheduler(gate: dict[str, Any], spec: Spec, n_train: int, step_key:
                 return TrialScheduler.CONTINUE
             g.prune(trial.trial_id)
             record = pruned_record(result, planned, value, reason)
-            write_json(Path(trial.path) / PRUNED_FILE, record)
+            write_record(trial_record(experiment, trial.path, PRUNED_FILE), record)
             return TrialScheduler.STOP
 
         def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
@@ -286,10 +289,12 @@ def _dirname(trial: Any, names: list[str]) -> str:
 class ProgressPrinter:
     """One line per trial result, start, end and error (Ray's own table is off)."""
 
-    def __init__(self, names: list[str], n_planned: int, metric: str, stream: Any = None) -> None:
+    def __init__(self, names: list[str], n_planned: int, metric: str, experiment: str = "",
+                 stream: Any = None) -> None:  # fmt: skip
         self.names = names
         self.n_planned = n_planned
         self.metric = metric
+        self.experiment = experiment  # where Ray keeps the trials: pruned.json is read there
         self.index: dict[str, int] = {}
         self.stream = stream or sys.stdout
 
@@ -325,9 +330,11 @@ class ProgressPrinter:
         self.say(f"{self._tag(trial)} " + " · ".join(parts))
 
     def pruned(self, trial: Any) -> None:
-        from sweeper.store import PRUNED_FILE, read_json
+        from sweeper.cluster import read_record, trial_record
+        from sweeper.store import PRUNED_FILE
 
-        record = read_json(Path(trial.path) / PRUNED_FILE)
+        record = read_record(trial_record(self.experiment, trial.path, PRUNED_FILE) if self.experiment
+                             else str(Path(trial.path) / PRUNED_FILE))  # fmt: skip
         if record:
             self.say(f"{self._tag(trial)} pruned at {record['examples_seen']} examples "
                      f"({self.metric} {_num(record['value'])}): {record['reason']}; "
@@ -394,15 +401,16 @@ def keep_secrets_out_of_runtime_env() -> None:
 
 
 def wrapped_trainable(spec: Spec, train_rows: list[dict], eval_rows: list[dict], gpus_per_trial: float,
-                      refs: dict[str, Any] | None = None) -> Any:  # fmt: skip
-    """The trainable with the sweep's spec, rows (and shared reference log-probs) bound: launch and resume
-    build it the same way."""
+                      experiment: str, refs: dict[str, Any] | None = None) -> Any:  # fmt: skip
+    """The trainable with the sweep's spec, rows, storage (and shared reference log-probs) bound: launch and
+    resume build it the same way."""
     from ray import tune
 
     keep_secrets_out_of_runtime_env()
 
     return tune.with_resources(
-        tune.with_parameters(_trainable, spec=spec, train_rows=train_rows, eval_rows=eval_rows, refs=refs),
+        tune.with_parameters(_trainable, spec=spec, train_rows=train_rows, eval_rows=eval_rows,
+                             experiment=experiment, refs=refs),  # fmt: skip
         {"cpu": spec.resources.cpus_per_trial, "gpu": gpus_per_trial},
     )
 
@@ -423,7 +431,7 @@ def resume_sweep(spec: Spec, experiment: str, train_rows: list[dict[str, str]], 
     # model.reference: shared: the sweep's cache under trials/<name>/refcache is found again (or recomputed)
     refs = shared_references(spec, corner_configs(spec), train_rows, eval_rows, Path(experiment).parent,
                              gpus_per_trial)  # fmt: skip
-    trainable = wrapped_trainable(spec, train_rows, eval_rows, gpus_per_trial, refs)
+    trainable = wrapped_trainable(spec, train_rows, eval_rows, gpus_per_trial, experiment, refs)
     tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=True)
     started = time.monotonic()
     return _counts(tuner.fit(), started)
@@ -473,6 +481,7 @@ def run_sweep(
     """
     from ray import tune
 
+    from sweeper.cluster import experiment_path
     from sweeper.refshare import shared_references
 
     names = swept_names(spec)
@@ -480,14 +489,15 @@ def run_sweep(
     # model.reference: shared: the reference log-probs, computed once (a Ray task) or read from a cache
     refs = shared_references(spec, configs or corner_configs(spec), train_rows, eval_rows, trials_root,
                              gpus_per_trial)  # fmt: skip
-    trainable = wrapped_trainable(spec, train_rows, eval_rows, gpus_per_trial, refs)
+    experiment = experiment_path(spec, trials_root / spec.name)
+    trainable = wrapped_trainable(spec, train_rows, eval_rows, gpus_per_trial, experiment, refs)
     scheduler = search_alg = None
     if gate is not None:
         _GATES.pop(gate["key"], None)  # a fresh study object per run (an earlier run may have left one)
         et = spec.early_terminate
         step_key = "sweeper/tokens_seen" if et is not None and et.step_unit == "tokens" else "sweeper/examples_seen"
         name = "hyperband" if et is not None and et.type == "hyperband" else (et.pruner if et else "nop")
-        scheduler = _pruning_scheduler(gate, spec, len(train_rows), step_key, name)
+        scheduler = _pruning_scheduler(gate, spec, len(train_rows), step_key, name, experiment)
     if spec.method == "bayes":
         assert gate is not None, "method: bayes samples from the sweep's study: pass gate"
         search_alg = _study_searcher(gate, spec)
@@ -497,7 +507,7 @@ def run_sweep(
         param_space = {"params": tune.grid_search(configs)}
         num_samples = 1
     n_planned = num_samples if spec.method == "bayes" else len(configs)
-    printer = ProgressPrinter(names, n_planned, spec.metric.name)
+    printer = ProgressPrinter(names, n_planned, spec.metric.name, experiment)
     tuner = tune.Tuner(
         trainable,
         param_space=param_space,

@@ -20,8 +20,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, TrainerCallback
 
 from sweeper import estimate, guard, memory
+from sweeper.cluster import write_record
 from sweeper.space import effective_batch, halve
-from sweeper.store import write_json
 from sweeper.tiny import resolve_model
 
 # Our own metrics carry this prefix so they never collide with TRL's.
@@ -332,14 +332,15 @@ def run_with_oom_retries(
     report: Report,
     cpus: float = 1,
     oom: str = "retry_halved",
-    attempts_path: Path | None = None,
+    attempts_path: str | None = None,
     callbacks_for: CallbacksFor | None = None,
     ref_logps: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """run_trial, where out of memory is data: each OOM attempt is recorded (``attempts_path``, written when
-    any attempt ran out of memory), its memory freed, and with ``oom="retry_halved"`` the trial reruns at half
-    the per-device batch and twice the accumulation, down to batch 1. When no attempt fits, a final result
-    with ``sweeper/oom: 1`` (and no ``sweeper/done``) is reported and returned: the trial ends, the sweep goes on.
+    """run_trial, where out of memory is data: each OOM attempt is recorded (``attempts_path``, a path or a
+    storage URI, written when any attempt ran out of memory), its memory freed, and with
+    ``oom="retry_halved"`` the trial reruns at half the per-device batch and twice the accumulation, down to
+    batch 1. When no attempt fits, a final result with ``sweeper/oom: 1`` (and no ``sweeper/done``) is reported
+    and returned: the trial ends, the sweep goes on.
     """
     attempts: list[dict[str, Any]] = []
     for number in range(1, 64):
@@ -388,7 +389,6 @@ def attempt_row(number: int, training: dict[str, Any], status: str, step: Any, e
     }
 
 
-def _write(path: Path | None, attempts: list[dict[str, Any]]) -> None:
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, attempts)
+def _write(location: str | None, attempts: list[dict[str, Any]]) -> None:
+    if location is not None:
+        write_record(location, attempts)
