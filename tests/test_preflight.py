@@ -126,3 +126,63 @@ def test_oom_trials_become_infeasible_rows(tmp_path: Path) -> None:
     rows = preflight.oom_rows(load_sweep(tmp_path))
     assert rows == [{"params": {"per_device_train_batch_size": 2}, "reason": "oom", "trial_id": "a_1",
                      "batches_tried": [2, 1]}]  # fmt: skip
+
+
+def test_an_oom_row_rules_out_the_same_memory_settings_at_any_learning_rate() -> None:
+    after_halving = [{"params": {"per_device_train_batch_size": 8, "max_length": 1024, "learning_rate": 1e-5},
+                      "reason": "oom", "batches_tried": [8, 4, 2, 1]}]  # fmt: skip
+    assert preflight.ruled_out_by({"per_device_train_batch_size": 2, "max_length": 1024, "learning_rate": 5e-4},
+                                  after_halving) is after_halving[0]  # fmt: skip
+    assert preflight.ruled_out_by({"per_device_train_batch_size": 2, "max_length": 512, "learning_rate": 5e-4},
+                                  after_halving) is None  # shorter sequences: another memory setting  # fmt: skip
+    no_retry = [{"params": {"per_device_train_batch_size": 8, "beta": 0.1}, "reason": "oom", "batches_tried": [8]}]
+    assert preflight.ruled_out_by({"per_device_train_batch_size": 16, "beta": 0.5}, no_retry) is no_retry[0]
+    assert preflight.ruled_out_by({"per_device_train_batch_size": 4, "beta": 0.5}, no_retry) is None  # may fit
+    over_budget = [{"params": {"per_device_train_batch_size": 8}, "reason": "preflight"}]
+    assert preflight.ruled_out_by({"per_device_train_batch_size": 8}, over_budget) is None  # only measured OOMs
+
+
+def bayes_searcher(tmp_path: Path, infeasible: list[dict[str, Any]], **resources: Any) -> Any:
+    from sweeper import raytune
+    from sweeper.pruning import sweep_budget
+
+    spec = parse_spec({
+        "name": "b", "method": "bayes", "run_cap": 30, "seed": 0,
+        "model": {"name_or_path": "builtin:tiny-mistral"}, "data": {"path": "builtin:synthetic", "max_length": 96},
+        "parameters": {"per_device_train_batch_size": {"values": [1, 2, 256]},
+                       "learning_rate": {"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-2}},
+        "training": {"max_steps": 8}, "resources": {"gpus_per_trial": 0, **resources},
+    })  # fmt: skip
+    gate = raytune.gate_settings(spec, f"sqlite:///{tmp_path / 'optuna.db'}", sweep_budget(spec, 200, 80.0))
+    gate["infeasible"] = infeasible
+    return raytune._study_searcher(gate, spec), raytune.build_gate(gate).study
+
+
+def test_bayes_never_proposes_what_ran_out_of_memory(tmp_path: Path) -> None:
+    """Batch 2 ran out of memory in an earlier launch (oom: fail), which rules out batch 2 and 256 at any learning
+    rate. TPE proposes; the searcher runs only batch 1 and tells the study the rest as PRUNED with the reason;
+    when batch 1 runs out of memory too, the search space is exhausted and the sweep ends."""
+    import optuna
+    from ray.tune.search import Searcher
+
+    earlier = [{"params": {"per_device_train_batch_size": 2, "learning_rate": 3e-4}, "reason": "oom",
+                "batches_tried": [2]}]  # fmt: skip
+    searcher, study = bayes_searcher(tmp_path, earlier, oom="fail")
+    proposed = [searcher.suggest(f"t{i}")["params"] for i in range(6)]
+    assert {p["per_device_train_batch_size"] for p in proposed} == {1}
+    assert len({p["learning_rate"] for p in proposed}) == 6  # the learning rate is still searched
+    skipped = [t for t in study.trials if "sweeper_infeasible" in t.user_attrs]
+    assert {t.params["per_device_train_batch_size"] for t in skipped} <= {2, 256} and skipped
+    assert all(t.state == optuna.trial.TrialState.PRUNED for t in skipped)
+    assert all("ran out of memory at every batch before" in t.user_attrs["sweeper_infeasible"] for t in skipped)
+    searcher.on_trial_complete("t0", {"sweeper/oom": 1})  # batch 1 out of memory too: nothing is left
+    assert searcher.suggest("t6") == Searcher.FINISHED
+
+
+def test_bayes_skips_proposals_over_the_gpu_with_preflight_skip(tmp_path: Path) -> None:
+    """Batch 256 is predicted at 1.3 GB, above a 1.2 GB GPU: with preflight: skip it is never run."""
+    searcher, study = bayes_searcher(tmp_path, [], gpu_memory_gb=1.2, preflight="skip")
+    proposed = [searcher.suggest(f"t{i}")["params"] for i in range(12)]
+    assert {p["per_device_train_batch_size"] for p in proposed} <= {1, 2}
+    reasons = {t.user_attrs["sweeper_infeasible"] for t in study.trials if "sweeper_infeasible" in t.user_attrs}
+    assert reasons == {"predicted 1.3 GB > resources.gpu_memory_gb 1.2 (preflight: skip)"}

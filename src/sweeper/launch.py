@@ -139,7 +139,8 @@ def launch(spec_path: str | Path, address: str | None = None, dry: bool = False,
 
         check_sets(spec.evaluation)
     sweep_dir = Path(spec.output.trials_dir) / spec.name
-    configs, skipped = run_preflight(spec, configs, _earlier_sweep(spec), out)
+    earlier = _earlier_sweep(spec)
+    configs, skipped = run_preflight(spec, configs, earlier, out)
     for line in check_tracking(spec):
         print(line, file=out)
 
@@ -174,6 +175,8 @@ def launch(spec_path: str | Path, address: str | None = None, dry: bool = False,
               f"{spec.resources.cpus_per_trial:g} CPU and {gpus:g} GPU per trial", file=out)  # fmt: skip
         write_json(sweep_dir / SWEEP_FILE, meta)
         gate = pruning_plan(spec, len(prepared.train), prepared.tokens_per_example, sweep_dir)
+        if gate is not None and spec.method == "bayes":  # TPE never proposes what ran out of memory before
+            gate["infeasible"] = [r for r in _infeasible(earlier) if r.get("reason") == "oom"]
         failures = max_failures(spec, address)
         if failures:
             print(f"  a trial whose node or worker dies reruns from scratch, up to {failures} time(s) "

@@ -132,6 +132,33 @@ def oom_rows(sweep: SweepRecord) -> list[dict[str, Any]]:
     return rows
 
 
+# Swept parameters that do not change a trial's memory: a config that ran out of memory at every batch rules
+# out the same config at any value of these (every other parameter is compared as is).
+MEMORY_NEUTRAL = frozenset({
+    "learning_rate", "beta", "gradient_accumulation_steps", "lr_scheduler_type", "warmup_ratio", "warmup_steps",
+    "weight_decay", "max_grad_norm", "adam_beta1", "adam_beta2", "adam_epsilon", "seed", "num_train_epochs",
+    "max_steps", "label_smoothing", "loss_type", "rpo_alpha",
+})  # fmt: skip
+
+
+def ruled_out_by(params: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The out-of-memory row (oom_rows, infeasible.json) that rules ``params`` out, or None.
+
+    A row rules out the same memory-relevant parameters at a per-device batch at least the smallest one that
+    ran out of memory (1 after ``oom: retry_halved``: then every batch)."""
+    def memory_keys(p: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in p.items() if k not in MEMORY_NEUTRAL and k != "per_device_train_batch_size"}
+
+    for row in rows:
+        if row.get("reason") != "oom" or memory_keys(row.get("params") or {}) != memory_keys(params):
+            continue
+        tried = [b for b in row.get("batches_tried") or [] if isinstance(b, int)]
+        batch = params.get("per_device_train_batch_size")
+        if not tried or not isinstance(batch, int) or batch >= min(tried):
+            return row
+    return None
+
+
 def read_infeasible(sweep_dir: Path) -> list[dict[str, Any]]:
     return read_json(sweep_dir / INFEASIBLE_FILE) or []
 

@@ -224,27 +224,74 @@ def pruned_record(result: dict[str, Any], planned: int, value: Any, reason: str)
     }
 
 
+# Proposals in a row that may be ruled out (infeasible) before the searcher says the space is exhausted.
+MAX_REDRAWS = 200
+
+
 def _study_searcher(gate: dict[str, Any], spec: Spec) -> Any:
+    import optuna
     from ray.tune.search import Searcher
+
+    from sweeper import preflight
 
     mode = "max" if spec.metric.goal == "maximize" else "min"
     distributions = optuna_distributions(spec)
     fixed = {n: v for n, v in _fixed_params(spec).items() if n not in distributions}
 
     class StudySearcher(Searcher):
-        """Optuna TPE proposals from the sweep's study: the sampler and the pruner see the same trials."""
+        """Optuna TPE proposals from the sweep's study: the sampler and the pruner see the same trials.
+
+        A proposal ruled out before it runs (out of memory at every batch earlier in this sweep or in an
+        earlier launch: ``gate["infeasible"]``; predicted above the GPU with ``preflight: skip``) is told to the
+        study as PRUNED with no value (TPE counts it among the worst, so it steers away) and redrawn."""
 
         def __init__(self) -> None:
             super().__init__(metric=spec.metric.name, mode=mode)
+            self.infeasible: list[dict[str, Any]] = list(gate.get("infeasible") or [])
+            self.params: dict[str, dict[str, Any]] = {}
+            self.said: set[tuple[str, Any]] = set()
+
+        def reason(self, params: dict[str, Any]) -> str | None:
+            row = preflight.ruled_out_by(params, self.infeasible)
+            if row is not None:
+                return f"ran out of memory at every batch before ({row.get('trial_id') or 'an earlier launch'})"
+            if spec.resources.preflight == "skip":
+                planned = preflight.plan(spec, [params])[0]
+                if planned.over:
+                    return (f"predicted {planned.predicted_gb:.1f} GB > resources.gpu_memory_gb "
+                            f"{spec.resources.gpu_memory_gb:g} (preflight: skip)")  # fmt: skip
+            return None
 
         def suggest(self, trial_id: str) -> dict[str, Any] | None:
             g = build_gate(gate)
-            optuna_trial = g.study.ask(distributions)
-            g.add(trial_id, optuna_trial=optuna_trial)
-            return {"params": {**fixed, **optuna_trial.params}}
+            for _ in range(MAX_REDRAWS):
+                optuna_trial = g.study.ask(distributions)
+                params = {**fixed, **optuna_trial.params}
+                why = self.reason(params)
+                if why is None:
+                    g.add(trial_id, optuna_trial=optuna_trial)
+                    self.params[trial_id] = params
+                    return {"params": params}
+                optuna_trial.set_user_attr("sweeper_infeasible", why)
+                g.study.tell(optuna_trial, state=optuna.trial.TrialState.PRUNED)
+                said = (why, params.get("per_device_train_batch_size"))
+                if said not in self.said:  # once per reason and batch, not for every redraw
+                    self.said.add(said)
+                    print(f"bayes: proposal {params} not run: {why} (TPE is told; later ones like it are "
+                          "redrawn silently)", flush=True)  # fmt: skip
+            print(f"bayes: {MAX_REDRAWS} proposals in a row were ruled out: the search space has no feasible "
+                  "config left; the sweep ends", flush=True)  # fmt: skip
+            return Searcher.FINISHED
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            pass  # the scheduler tells the study (completed, pruned or failed)
+            # the scheduler tells the study (completed, pruned or failed); an OOM at every batch rules out its
+            # memory settings for the proposals to come
+            if (result or {}).get("sweeper/oom") and trial_id in self.params:
+                params = self.params[trial_id]
+                smallest = 1 if spec.resources.oom == "retry_halved" else params.get(
+                    "per_device_train_batch_size", spec.training.per_device_train_batch_size)
+                self.infeasible.append({"params": params, "reason": "oom", "trial_id": trial_id,
+                                        "batches_tried": [smallest]})  # fmt: skip
 
         def save(self, checkpoint_path: str) -> None:
             Path(checkpoint_path).write_text("the state is the Optuna study in optuna.db\n")
