@@ -145,6 +145,7 @@ def test_an_oom_row_rules_out_the_same_memory_settings_at_any_learning_rate() ->
 def bayes_searcher(tmp_path: Path, infeasible: list[dict[str, Any]], **resources: Any) -> Any:
     from sweeper import raytune
     from sweeper.pruning import sweep_budget
+    from sweeper.study import build_gate, gate_settings
 
     spec = parse_spec({
         "name": "b", "method": "bayes", "run_cap": 30, "seed": 0,
@@ -153,9 +154,9 @@ def bayes_searcher(tmp_path: Path, infeasible: list[dict[str, Any]], **resources
                        "learning_rate": {"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-2}},
         "training": {"max_steps": 8}, "resources": {"gpus_per_trial": 0, **resources},
     })  # fmt: skip
-    gate = raytune.gate_settings(spec, f"sqlite:///{tmp_path / 'optuna.db'}", sweep_budget(spec, 200, 80.0))
+    gate = gate_settings(spec, f"sqlite:///{tmp_path / 'optuna.db'}", sweep_budget(spec, 200, 80.0))
     gate["infeasible"] = infeasible
-    return raytune._study_searcher(gate, spec), raytune.build_gate(gate).study
+    return raytune._study_searcher(gate, spec), build_gate(gate).study
 
 
 def test_bayes_never_proposes_what_ran_out_of_memory(tmp_path: Path) -> None:

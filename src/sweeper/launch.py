@@ -226,11 +226,11 @@ def pruning_plan(spec: Spec, n_train: int, tokens_per_example: float, sweep_dir:
     """Settings of the sweep's Optuna study, or None when neither pruning nor bayes needs one."""
     if spec.early_terminate is None and spec.method != "bayes":
         return None
-    from sweeper import raytune
     from sweeper.pruning import sweep_budget
+    from sweeper.study import gate_settings
 
     storage = f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
-    return raytune.gate_settings(spec, storage, sweep_budget(spec, n_train, tokens_per_example))
+    return gate_settings(spec, storage, sweep_budget(spec, n_train, tokens_per_example))
 
 
 def run_preflight(spec: Spec, configs: list[dict[str, Any]], earlier: SweepRecord | None,

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from sweeper.progress import ProgressPrinter
 from sweeper.space import corner_configs, label, swept_names, trial_settings
 from sweeper.spec import Spec
+from sweeper.study import build_gate, fixed_params, forget_gate, optuna_distributions
 
 
 def ray_env(local: bool = True) -> None:
@@ -87,53 +88,6 @@ def _trainable(config: dict[str, Any], *, spec: Spec, train_rows: list[dict], ev
 # ---------------------------------------------------------------------------------------------
 # Pruning: an Optuna study behind a Ray scheduler (and, for bayes, a Ray searcher on the same study)
 # ---------------------------------------------------------------------------------------------
-
-# The Tuner deep-copies schedulers and searchers: they hold plain settings and find the one gate of the
-# sweep here, by key, at first use (both run in the driver process).
-_GATES: dict[str, Any] = {}
-
-
-def gate_settings(spec: Spec, storage: str, budget: Any) -> dict[str, Any]:
-    """Plain data that build_gate turns into the sweep's PruningGate."""
-    from sweeper.pruning import from_wandb
-
-    et = spec.early_terminate
-    if et is None:
-        config: dict[str, Any] = {"type": "optuna", "pruner": "nop"}
-    elif et.type == "hyperband":
-        config = {**from_wandb(et.arguments, budget), "warmup_fraction": et.warmup_fraction}
-    else:
-        config = et.arguments
-    return {
-        "key": f"{storage}#{spec.name}",
-        "config": config,
-        "budget": budget,
-        "direction": spec.metric.goal,
-        "smoothing": et.smoothing if et else 0.0,
-        "storage": storage,
-        "study_name": spec.name,
-        "seed": spec.seed,
-    }
-
-
-def build_gate(settings: dict[str, Any]) -> Any:
-    from sweeper.pruning import PruningGate, build_pruner
-
-    gate = _GATES.get(settings["key"])
-    if gate is None:
-        import optuna
-
-        gate = PruningGate(
-            build_pruner(settings["config"], settings["budget"]),
-            settings["direction"],
-            settings["budget"].grid,
-            smoothing=settings["smoothing"],
-            storage=settings["storage"],
-            study_name=settings["study_name"],
-            sampler=optuna.samplers.TPESampler(seed=settings["seed"]),
-        )
-        _GATES[settings["key"]] = gate
-    return gate
 
 
 def _pruning_scheduler(gate: dict[str, Any], spec: Spec, n_train: int, step_key: str, pruner_name: str,
@@ -236,7 +190,7 @@ def _study_searcher(gate: dict[str, Any], spec: Spec) -> Any:
 
     mode = "max" if spec.metric.goal == "maximize" else "min"
     distributions = optuna_distributions(spec)
-    fixed = {n: v for n, v in _fixed_params(spec).items() if n not in distributions}
+    fixed = {n: v for n, v in fixed_params(spec).items() if n not in distributions}
 
     class StudySearcher(Searcher):
         """Optuna TPE proposals from the sweep's study: the sampler and the pruner see the same trials.
@@ -302,100 +256,9 @@ def _study_searcher(gate: dict[str, Any], spec: Spec) -> Any:
     return StudySearcher()
 
 
-def optuna_distributions(spec: Spec) -> dict[str, Any]:
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    from sweeper.spec import parameter_values
-
-    out: dict[str, Any] = {}
-    for name, p in spec.parameters.items():
-        kind = p.kind
-        if kind == "value":
-            continue
-        if kind in ("values", "categorical"):
-            out[name] = CategoricalDistribution(parameter_values(name, p))
-        elif kind == "int_uniform":
-            out[name] = IntDistribution(int(p.min or 0), int(p.max or 0))
-        else:
-            out[name] = FloatDistribution(float(p.min or 0), float(p.max or 0), log=kind == "log_uniform_values",
-                                          step=p.q if kind == "q_uniform" else None)  # fmt: skip
-    return out
-
-
-def _fixed_params(spec: Spec) -> dict[str, Any]:
-    from sweeper.spec import parameter_values
-
-    return {n: parameter_values(n, p)[0] for n, p in spec.parameters.items() if p.kind == "value"}
-
-
 def _dirname(trial: Any, names: list[str]) -> str:
     text = label(trial.config.get("params", {}), names).replace(" ", "_")
     return f"{trial.trial_id}--{re.sub(r'[^A-Za-z0-9_.=-]', '', text)}"[:120].rstrip("-")
-
-
-class ProgressPrinter:
-    """One line per trial result, start, end and error (Ray's own table is off)."""
-
-    def __init__(self, names: list[str], n_planned: int, metric: str, experiment: str = "",
-                 stream: Any = None) -> None:  # fmt: skip
-        self.names = names
-        self.n_planned = n_planned
-        self.metric = metric
-        self.experiment = experiment  # where Ray keeps the trials: pruned.json is read there
-        self.index: dict[str, int] = {}
-        self.stream = stream or sys.stdout
-
-    def _tag(self, trial: Any) -> str:
-        n = self.index.setdefault(trial.trial_id, len(self.index) + 1)
-        return f"[{n}/{self.n_planned} {label(trial.config.get('params', {}), self.names)}]"
-
-    def say(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
-
-    def start(self, trial: Any) -> None:
-        self.say(f"{self._tag(trial)} started ({trial.trial_id})")
-
-    def result(self, trial: Any, result: dict[str, Any]) -> None:
-        if result.get("sweeper/oom"):
-            self.say(f"{self._tag(trial)} out of memory at every per-device batch tried "
-                     f"({result.get('sweeper/attempt')} attempt(s)): status oom")  # fmt: skip
-            return
-        if result.get("sweeper/done"):
-            value = result.get(self.metric)
-            self.say(f"{self._tag(trial)} completed: {self.metric} {_num(value)} after "
-                     f"{result.get('sweeper/step')} steps in {_num(result.get('sweeper/elapsed_s'))} s")  # fmt: skip
-            return
-        parts = [f"step {result.get('sweeper/step')}", f"{result.get('sweeper/examples_seen')} ex"]
-        if (result.get("sweeper/attempt") or 1) > 1:  # a retry after running out of memory
-            batch = result.get("sweeper/per_device_train_batch_size")
-            parts.insert(0, f"attempt {result['sweeper/attempt']} bs {batch}")
-        for key, short in (("rewards/margins", "margins"), ("rewards/accuracies", "acc"), ("loss", "loss"),
-                           ("eval_rewards/margins", "eval margins"), ("eval_loss", "eval loss")):  # fmt: skip
-            if key in result:
-                parts.append(f"{short} {_num(result[key])}")
-        parts.append(f"{_num(result.get('sweeper/elapsed_s'))} s")
-        self.say(f"{self._tag(trial)} " + " · ".join(parts))
-
-    def pruned(self, trial: Any) -> None:
-        from sweeper.cluster import read_record, trial_record
-        from sweeper.store import PRUNED_FILE
-
-        record = read_record(trial_record(self.experiment, trial.path, PRUNED_FILE) if self.experiment
-                             else str(Path(trial.path) / PRUNED_FILE))  # fmt: skip
-        if record:
-            self.say(f"{self._tag(trial)} pruned at {record['examples_seen']} examples "
-                     f"({self.metric} {_num(record['value'])}): {record['reason']}; "
-                     f"saved {record['saved_examples']} examples")  # fmt: skip
-
-    def error(self, trial: Any) -> None:
-        where = Path(trial.local_path or trial.path or "") / "error.txt"
-        self.say(f"{self._tag(trial)} ERROR: the trial failed; traceback in {where}")
-
-
-def _num(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def _callback(printer: ProgressPrinter, trackers: Any = None) -> Any:
@@ -540,7 +403,7 @@ def run_sweep(
     trainable = wrapped_trainable(spec, train_rows, eval_rows, gpus_per_trial, experiment, refs)
     scheduler = search_alg = None
     if gate is not None:
-        _GATES.pop(gate["key"], None)  # a fresh study object per run (an earlier run may have left one)
+        forget_gate(gate)  # a fresh study object per run (an earlier run may have left one)
         et = spec.early_terminate
         step_key = "sweeper/tokens_seen" if et is not None and et.step_unit == "tokens" else "sweeper/examples_seen"
         name = "hyperband" if et is not None and et.type == "hyperband" else (et.pruner if et else "nop")
