@@ -14,7 +14,7 @@ LIGHT = ["sweeper", "sweeper.errors", "sweeper.spec", "sweeper.space", "sweeper.
          "sweeper.estimate", "sweeper.preflight", "sweeper.pruning", "sweeper.guard", "sweeper.replay",
          "sweeper.evalstats", "sweeper.mcq", "sweeper.evalrun",
          "sweeper.safeyaml", "sweeper.tracking", "sweeper.cluster", "sweeper.resume", "sweeper.refcache",
-         "sweeper.study", "sweeper.progress"]  # fmt: skip
+         "sweeper.study", "sweeper.progress", "sweeper.specerrors"]  # fmt: skip
 # Imported only where they draw: the CLI, launch and the report stay quick to start.
 LAZY = ["matplotlib", "pandas", "streamlit", "plotly"]
 HEAVY = ["torch", "ray", "transformers", "trl", "peft", "bitsandbytes", "datasets"]

@@ -10,9 +10,7 @@ Light module: imports neither torch nor ray.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,6 +25,7 @@ from pydantic import (
 )
 
 from sweeper.errors import SpecError
+from sweeper.specerrors import did_you_mean, format_errors, kind, message
 
 Scalar = float | int | str | bool
 
@@ -370,7 +369,7 @@ class EarlyTerminate(BaseModel):
             what = f"pruner '{self.pruner}'"
         for key, value in extra.items():
             if key not in allowed:
-                hint = _did_you_mean(key, sorted(allowed | OWN_KEYS))
+                hint = did_you_mean(key, sorted(allowed | OWN_KEYS))
                 names = ", ".join(sorted(allowed | (OWN_KEYS - {"type"})))
                 raise ValueError(f"early_terminate.{key}: not an argument of {what}{hint}; allowed: {names}")
             if key == "wrapped":
@@ -454,12 +453,7 @@ class Spec(_Section):
 def _one_of(value: str, allowed: tuple[str, ...]) -> str:
     if value in allowed:
         return value
-    raise ValueError(f"unknown value '{value}'{_did_you_mean(value, allowed)}; allowed: {', '.join(allowed)}")
-
-
-def _did_you_mean(word: str, candidates: Any) -> str:
-    close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    raise ValueError(f"unknown value '{value}'{did_you_mean(value, allowed)}; allowed: {', '.join(allowed)}")
 
 
 def _field_adapter(name: str) -> TypeAdapter[Any]:
@@ -510,11 +504,11 @@ def load_spec(path: str | Path) -> Spec:
 
 def parse_spec(raw: Any, source: str = "<spec>") -> Spec:
     if not isinstance(raw, dict):
-        raise SpecError(f"{source}: the spec must be a YAML mapping (name:, method:, model:, ...), got {_kind(raw)}")
+        raise SpecError(f"{source}: the spec must be a YAML mapping (name:, method:, model:, ...), got {kind(raw)}")
     try:
         spec = Spec.model_validate(raw)
     except ValidationError as exc:
-        raise SpecError("\n".join(_format_errors(exc, raw, source))) from None
+        raise SpecError("\n".join(format_errors(exc, raw, source, Spec, Parameter))) from None
     problems = list(_parameter_problems(spec, source))
     if problems:
         raise SpecError("\n".join(problems))
@@ -530,7 +524,7 @@ def _parameter_problems(spec: Spec, source: str) -> Any:
         key = f"parameters.{name}"
         if name not in SWEEPABLE:
             yield (
-                f"{source}: {key}: '{name}' is not a sweepable parameter{_did_you_mean(name, SWEEPABLE)}; "
+                f"{source}: {key}: '{name}' is not a sweepable parameter{did_you_mean(name, SWEEPABLE)}; "
                 "use DPOConfig names such as learning_rate, per_device_train_batch_size, "
                 "gradient_accumulation_steps, beta"
             )
@@ -543,94 +537,6 @@ def _parameter_problems(spec: Spec, source: str) -> Any:
                     adapter.validate_python(value)
                 except ValidationError as exc:
                     sub = f"values[{i}]" if param.values is not None else "value"
-                    yield f"{source}: {key}.{sub}: {_message(exc.errors()[0], value)}"
+                    yield f"{source}: {key}.{sub}: {message(exc.errors()[0], value)}"
         elif name in MODEL_PARAMETERS and name != "lora_dropout" and name != "max_length":
             yield f"{source}: {key}: '{name}' takes 'values: [...]', not a distribution"
-
-
-def _format_errors(exc: ValidationError, raw: dict[str, Any], source: str) -> list[str]:
-    lines = []
-    for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
-        key = _dotted(err["loc"])
-        if err["type"] == "extra_forbidden":
-            parent = _model_at(loc[:-1])
-            hint = _did_you_mean(loc[-1], parent.model_fields) if parent else ""
-            allowed = f"; allowed keys: {', '.join(parent.model_fields)}" if parent else ""
-            lines.append(f"{source}: {key}: unknown key{hint}{allowed}")
-        elif err["type"] == "missing":
-            lines.append(f"{source}: {key}: required key is missing: add it")
-        elif _names_own_key(_message(err, None), key if err["loc"] else ""):
-            lines.append(f"{source}: {_message(err, None)}")  # a cross-field check names its own key
-        else:
-            value = _lookup(raw, err["loc"])
-            lines.append(f"{source}: {key}: {_message(err, value)}")
-    return lines
-
-
-def _names_own_key(message: str, key: str) -> bool:
-    match = re.match(r"^([\w.\[\]/]+): ", message)
-    return bool(match) and match.group(1).startswith(key)
-
-
-def _message(err: Any, value: Any) -> str:
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    if err["type"] in ("value_error", "assertion_error"):
-        return msg
-    return f"{msg[0].lower()}{msg[1:]} (got {value!r})"
-
-
-def _dotted(loc: tuple[Any, ...]) -> str:
-    parts: list[str] = []
-    for p in loc:
-        if isinstance(p, int):
-            parts[-1] = f"{parts[-1]}[{p}]" if parts else f"[{p}]"
-        elif not re.fullmatch(r"function-after\[.*\]|literal\[.*\]|list\[.*\]|str|int|float|bool", str(p)):
-            parts.append(str(p))
-    return ".".join(parts) or "(top level)"
-
-
-def _model_at(loc: list[str]) -> type[BaseModel] | None:
-    """The section model that a location points into (for the keys it allows)."""
-    model: Any = Spec
-    i = 0
-    while i < len(loc):
-        if loc[i].isdigit():  # an index into a list of sections (evaluation.multiple_choice[0])
-            i += 1
-            continue
-        if model is Spec and loc[i] == "parameters":
-            if i + 1 >= len(loc):
-                return None
-            model, i = Parameter, i + 2
-            continue
-        field = model.model_fields.get(loc[i])
-        if field is None:
-            return None
-        model = _unwrap_optional(field.annotation)
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            return None
-        i += 1
-    return model
-
-
-def _unwrap_optional(annotation: Any) -> Any:
-    args = getattr(annotation, "__args__", None)
-    if args:
-        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
-        if models:
-            return models[0]
-    return annotation
-
-
-def _lookup(raw: Any, loc: tuple[Any, ...]) -> Any:
-    node = raw
-    for p in loc:
-        try:
-            node = node[p]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return node
-
-
-def _kind(value: Any) -> str:
-    return "nothing (empty file)" if value is None else type(value).__name__
