@@ -6,6 +6,7 @@ is rejected by the Tuner); that churn is absorbed here. See ../shared/RECIPES.md
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -28,13 +29,16 @@ def ray_env(local: bool = True) -> None:
     - results may lack the sweep's metric: with evaluation on, train logs carry no ``eval_*`` value and
       eval logs no train value (the pruning scheduler skips results without its metric);
     - the experiment state (what `sweeper resume` restores) is saved at least every 5 s, not Ray's
-      adaptive >= 10 s: a killed driver loses at most 5 s of bookkeeping.
+      adaptive >= 10 s: a killed driver loses at most 5 s of bookkeeping;
+    - Ray Tune's console output engine is the legacy one, which ``verbose=0`` silences: the new one prints
+      its configuration box and a TensorBoard hint whatever the verbosity (sweeper prints its own lines).
     """
     if local:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
 def init_ray(address: str | None, num_cpus: int | None, verbose: bool) -> dict[str, float]:
@@ -42,10 +46,12 @@ def init_ray(address: str | None, num_cpus: int | None, verbose: bool) -> dict[s
     ray_env(local=not address)
     import ray
 
+    level = logging.INFO if verbose else logging.WARNING  # Ray's INFO lines only with --verbose
+    logging.getLogger("ray.tune").setLevel(level)
     if address:
-        ray.init(address=address, log_to_driver=verbose)
+        ray.init(address=address, log_to_driver=verbose, logging_level=level)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=verbose)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=verbose, logging_level=level)
     return dict(ray.cluster_resources())
 
 
