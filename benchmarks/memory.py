@@ -1,6 +1,6 @@
 """P4: peak memory of one trial, model.reference adapter ÷ separate (and shared), side by side.
 
-    PYTHONPATH=src python benchmarks/memory.py [--repeats 3] [--quantization none 4bit]
+    PYTHONPATH=src python benchmarks/memory.py [--repeats 3] [--quantization none 4bit] [--size medium|large]
 
 No GPU here, so the peak is the process's resident memory (RSS). Each run is a fresh subprocess (the peak
 is per process): it imports everything, prepares the rows, reads its RSS (the baseline: Python, torch,
@@ -23,11 +23,15 @@ from pathlib import Path
 
 from _common import ROOT, fmt, median  # isort: skip
 
-MEDIUM = {"hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 8, "num_attention_heads": 8,
-          "num_key_value_heads": 4}  # fmt: skip
+SIZES = {
+    "medium": {"hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 8, "num_attention_heads": 8,
+               "num_key_value_heads": 4},  # ~27M parameters
+    "large": {"hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 12, "num_attention_heads": 16,
+              "num_key_value_heads": 4},  # ~135M parameters: weights weigh more against the process overhead
+}  # fmt: skip
 
 
-def build_medium(folder: Path) -> None:
+def build_medium(folder: Path, size: str = "medium") -> None:
     import torch
     from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
 
@@ -36,7 +40,7 @@ def build_medium(folder: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(ensure_tiny_model())
     config = MistralConfig(vocab_size=len(tokenizer), max_position_embeddings=512, tie_word_embeddings=False,
                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                           pad_token_id=tokenizer.pad_token_id, **MEDIUM)  # fmt: skip
+                           pad_token_id=tokenizer.pad_token_id, **SIZES[size])  # fmt: skip
     torch.manual_seed(0)
     MistralForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -71,7 +75,7 @@ def precompute(quantization: str, model: str, out: str) -> None:
     Path(out).write_text(json.dumps(compute_reference_logps(s, rows()[0][:64], [], cpus=1)))
 
 
-def one(mode: str, quantization: str, model: str, refs_file: str) -> None:
+def one(mode: str, quantization: str, model: str, refs_file: str, steps: int = 8) -> None:
     """In the subprocess: baseline RSS, one trial, its peaks (loading included, and training alone)."""
     import torch
     from transformers import TrainerCallback
@@ -94,7 +98,7 @@ def one(mode: str, quantization: str, model: str, refs_file: str) -> None:
 
     train_rows = rows()[0][:64]
     s = settings(mode, quantization, name_or_path=model)
-    s["training"]["max_steps"] = 8
+    s["training"]["max_steps"] = steps
     refs = json.loads(Path(refs_file).read_text()) if mode == "shared" else None
     settle()
     baseline = rss_mb()
@@ -116,11 +120,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quantization", nargs="+", default=["none", "4bit"])
-    parser.add_argument("--one", nargs=4, metavar=("MODE", "QUANT", "MODEL", "REFS"))
+    parser.add_argument("--size", choices=sorted(SIZES), default="medium", help="the random Mistral's size")
+    parser.add_argument("--steps", type=int, default=8, help="optimizer steps per run (the peak comes in the first)")
+    parser.add_argument("--one", nargs=5, metavar=("MODE", "QUANT", "MODEL", "REFS", "STEPS"))
     parser.add_argument("--precompute", nargs=3, metavar=("QUANT", "MODEL", "OUT"))
     a = parser.parse_args()
     if a.one:
-        one(*a.one)
+        one(*a.one[:4], steps=int(a.one[4]))
         return
     if a.precompute:
         precompute(*a.precompute)
@@ -128,19 +134,19 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "benchmarks")])}
     modes = ["adapter", "separate", "shared"]
     with tempfile.TemporaryDirectory(prefix="sweeper-medium-") as folder:
-        build_medium(Path(folder))
+        build_medium(Path(folder), a.size)
         for quantization in a.quantization:
             refs = str(Path(folder) / f"refs-{quantization}.json")
             run(["--precompute", quantization, folder, refs], env)
             got: dict[str, dict[str, list[float]]] = {m: {"peak": [], "load+train": [], "train": []} for m in modes}
             for r in range(a.repeats):
                 for mode in modes[r % 3:] + modes[: r % 3]:
-                    one_run = run(["--one", mode, quantization, folder, refs], env)
+                    one_run = run(["--one", mode, quantization, folder, refs, str(a.steps)], env)
                     got[mode]["peak"].append(one_run["peak_mb"])
                     got[mode]["load+train"].append(one_run["peak_mb"] - one_run["baseline_mb"])
                     got[mode]["train"].append(one_run["train_peak_mb"] - one_run["baseline_mb"])
-            print(f"P4 peak RSS, medium model ({quantization}), {a.repeats} fresh processes per mode, MiB "
-                  "(peak; above the pre-load baseline with loading; above it while training):")  # fmt: skip
+            print(f"P4 peak RSS, {a.size} model ({quantization}, {a.steps} steps), {a.repeats} fresh processes "
+                  "per mode, MiB (peak; above the pre-load baseline with loading; above it while training):")
             for mode in modes:
                 print(f"  {mode:9s} " + "; ".join(f"{k} {fmt(v)}" for k, v in got[mode].items()))
             for mode in ("adapter", "shared"):
