@@ -140,13 +140,15 @@ def main() -> None:
             run(["--precompute", quantization, folder, refs], env)
             got: dict[str, dict[str, list[float]]] = {m: {"peak": [], "load+train": [], "train": []} for m in modes}
             for r in range(a.repeats):
-                for mode in modes[r % 3:] + modes[: r % 3]:
+                for mode in modes[r % 3 :] + modes[: r % 3]:
                     one_run = run(["--one", mode, quantization, folder, refs, str(a.steps)], env)
                     got[mode]["peak"].append(one_run["peak_mb"])
                     got[mode]["load+train"].append(one_run["peak_mb"] - one_run["baseline_mb"])
                     got[mode]["train"].append(one_run["train_peak_mb"] - one_run["baseline_mb"])
-            print(f"P4 peak RSS, {a.size} model ({quantization}, {a.steps} steps), {a.repeats} fresh processes "
-                  "per mode, MiB (peak; above the pre-load baseline with loading; above it while training):")
+            print(
+                f"P4 peak RSS, {a.size} model ({quantization}, {a.steps} steps), {a.repeats} fresh processes "
+                "per mode, MiB (peak; above the pre-load baseline with loading; above it while training):"
+            )
             for mode in modes:
                 print(f"  {mode:9s} " + "; ".join(f"{k} {fmt(v)}" for k, v in got[mode].items()))
             for mode in ("adapter", "shared"):

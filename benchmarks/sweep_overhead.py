@@ -77,7 +77,7 @@ def main() -> None:
         names = ["standalone", *a.variants]
         results: dict[str, list[float]] = {n: [] for n in names}
         for r in range(a.repeats):
-            for name in names[r % len(names):] + names[: r % len(names)]:
+            for name in names[r % len(names) :] + names[: r % len(names)]:
                 if name == "standalone":
                     results[name].append(sum(
                         timed([sys.executable, str(ROOT / "benchmarks" / "plain_trl.py"), "rows.jsonl",

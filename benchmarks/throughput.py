@@ -51,8 +51,9 @@ def main() -> None:
 
     runs = {
         "plain": lambda: plain_train(model_path, train_rows, CONFIG["learning_rate"], 1, a.max_steps)["examples_per_s"],
-        "plain+pre": lambda: plain_train(model_path, train_rows, CONFIG["learning_rate"], 1, a.max_steps,
-                                         precompute=True)["examples_per_s"],  # fmt: skip
+        "plain+pre": lambda: plain_train(
+            model_path, train_rows, CONFIG["learning_rate"], 1, a.max_steps, precompute=True
+        )["examples_per_s"],  # fmt: skip
         "adapter": lambda: sweeper_trial("adapter"),
         "shared": lambda: sweeper_trial("shared"),
     }
@@ -60,7 +61,7 @@ def main() -> None:
     results: dict[str, list[float]] = {n: [] for n in names}
     runs["plain"]()  # warm-up (first-use costs: kernels, allocator), not counted
     for r in range(a.repeats):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             results[name].append(runs[name]())
     print(f"P2 throughput, examples/s ({a.max_steps} steps x batch {CONFIG['per_device_train_batch_size']}, "

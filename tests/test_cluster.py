@@ -126,6 +126,7 @@ def test_two_nodes_and_a_lost_worker_node(cluster: Cluster, tmp_path: Path) -> N
 
     threading.Thread(target=sample, daemon=True).start()
     try:
+
         def on_worker_node() -> str | None:  # a trial running on the worker that has logged a step
             assert driver.poll() is None, "".join(lines)[-3000:]
             for folder in sweep_dir.glob("*--*"):
@@ -144,8 +145,10 @@ def test_two_nodes_and_a_lost_worker_node(cluster: Cluster, tmp_path: Path) -> N
         sampling.set()
         kill_all(tree(driver.pid))
     wall = time.monotonic() - started
-    print(f"\ntwo-node test: worker killed at {killed_at:.0f} s, sweep done at {wall:.0f} s, "
-          f"peak RSS of cluster + driver {peak['rss_mb']:.0f} MiB")
+    print(
+        f"\ntwo-node test: worker killed at {killed_at:.0f} s, sweep done at {wall:.0f} s, "
+        f"peak RSS of cluster + driver {peak['rss_mb']:.0f} MiB"
+    )
 
     sweep = load_sweep(sweep_dir)
     assert sweep.by_status() == {"completed": 2}, "".join(lines)[-3000:]

@@ -63,8 +63,9 @@ def test_length_and_repetition_of_generations() -> None:
     fresh = "please consult your doctor first".split()
     assert evalstats.distinct_n(fresh, 2) == 1.0 and evalstats.repeated_ngram_ratio(fresh, 3) == 0.0
     assert evalstats.distinct_n(["one"], 2) is None
-    assert "\x17" not in evalstats.samples_text("s", [{"prompt": "p"}], [("base", [{"answer": "a\x17b|c",
-                                                                                   "n_tokens": 3}])], 8, 0)
+    assert "\x17" not in evalstats.samples_text(
+        "s", [{"prompt": "p"}], [("base", [{"answer": "a\x17b|c", "n_tokens": 3}])], 8, 0
+    )
     g = evalstats.generation_metrics([{"answer": "a b c", "n_tokens": 8}, {"answer": "", "n_tokens": 2}], 8)
     assert g["hit_cap"] == 0.5 and g["n_tokens"] == 5.0 and g["distinct_2"] == 1.0  # empty answers have no bigram
 
@@ -120,6 +121,7 @@ def mc(acc: float, norm: float) -> dict:
 def add_evaluations(root: Path) -> None:
     """The demo sweep's metric winner (aaaaa_00001, margins 0.9, flagged by the guard) does worse held out than
     the modest aaaaa_00005: the story the verdict must tell plainly."""
+
     def ev(rate: float, margin: float, reward: float, acc: float) -> dict:
         return {"status": "evaluated", "preference": {"n": 64, "rate": rate, "rate_norm": rate - 0.05,
                 "margin_mean": margin, "reward_accuracy": reward}, "multiple_choice": mc(acc, acc + 0.02),

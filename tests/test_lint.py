@@ -15,8 +15,9 @@ def test_ruff_clean() -> None:
     ruff = shutil.which("ruff") or str(ROOT / ".venv" / "bin" / "ruff")
     if not shutil.which(ruff):
         pytest.skip("ruff is not installed (pip install -e '.[test]')")
-    proc = subprocess.run([ruff, "check", "src", "tests"], cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for command in (["check"], ["format", "--check"]):
+        proc = subprocess.run([ruff, *command, "src", "tests", "benchmarks"], cwd=ROOT, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_python_version() -> None:

@@ -23,12 +23,15 @@ META = {
     "name": "demo",
     "spec_path": "sweeps/demo.yaml",
     "spec_hash": "0123456789ab",
-    "spec": {"name": "demo", "method": "grid",
-             "model": {"name_or_path": "mistralai/Mistral-7B-Instruct-v0.2", "quantization": "4bit", "lora": {"r": 16}},
-             "data": {"path": "Intel/orca_dpo_pairs", "format": "orca"},
-             "training": {"per_device_train_batch_size": 4},
-             "resources": {"gpus_per_trial": 1},
-             "output": {"reports_dir": "reports"}},  # fmt: skip
+    "spec": {
+        "name": "demo",
+        "method": "grid",
+        "model": {"name_or_path": "mistralai/Mistral-7B-Instruct-v0.2", "quantization": "4bit", "lora": {"r": 16}},
+        "data": {"path": "Intel/orca_dpo_pairs", "format": "orca"},
+        "training": {"per_device_train_batch_size": 4},
+        "resources": {"gpus_per_trial": 1},
+        "output": {"reports_dir": "reports"},
+    },  # fmt: skip
     "metric": {"name": "rewards/margins", "goal": "maximize"},
     "swept": ["learning_rate", "gradient_accumulation_steps"],
     "n_planned": 6,

@@ -74,7 +74,10 @@ def test_join_keeps_the_query_at_the_end() -> None:
     assert join("/nfs/sweeps", "lr", "t1") == "/nfs/sweeps/lr/t1"
     # a trial's record sits in its folder in storage, whatever path names that folder (staging or storage)
     staging = "/tmp/ray/session_x/artifacts/exp/driver_artifacts/abc_00001--lr=0.003"
-    assert trial_record("s3://b/sweeps/lr?x=1", staging, "pruned.json") == "s3://b/sweeps/lr/abc_00001--lr=0.003/pruned.json?x=1"
+    assert (
+        trial_record("s3://b/sweeps/lr?x=1", staging, "pruned.json")
+        == "s3://b/sweeps/lr/abc_00001--lr=0.003/pruned.json?x=1"
+    )
 
 
 def test_records_round_trip_through_the_bucket(bucket: str, tmp_path: Path) -> None:
@@ -128,8 +131,11 @@ def test_a_sweep_on_s3_storage_brings_back_attempts_and_pruning_records(bucket: 
     sweep = load_sweep(tmp_path / "trials" / "s3sweep")  # the copy back
     assert sweep.by_status() == {"completed": 1, "pruned": 1}
     for t in sweep.trials:
-        assert [(a["status"], a["per_device_train_batch_size"]) for a in t.attempts] == [("oom", 4), ("completed", 2)] \
-            or t.status == "pruned" and [a["status"] for a in t.attempts] == ["oom"]
+        assert (
+            [(a["status"], a["per_device_train_batch_size"]) for a in t.attempts] == [("oom", 4), ("completed", 2)]
+            or t.status == "pruned"
+            and [a["status"] for a in t.attempts] == ["oom"]
+        )
     pruned = next(t for t in sweep.trials if t.status == "pruned")
     assert pruned.params["learning_rate"] == 1e-6 and pruned.pruned["reason"].startswith("median")
     assert "pruned at" in proc.stdout  # the progress line read pruned.json from the bucket

@@ -49,8 +49,12 @@ def test_the_local_tracker_writes_one_line_per_event(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in (tmp_path / LOCAL_FILE).read_text().splitlines()]
     assert [r["event"] for r in rows] == ["start", "result", "end", "sweep"]
     assert rows[0]["params"] == {"learning_rate": 1e-3}
-    assert rows[1]["metrics"] == {"rewards/margins": 0.5, "loss": 0.6, "sweeper/peak_rss_mb": 690.0,
-                                  "sweeper/step": 2.0}  # numbers only: Ray's strings and dicts are left out
+    assert rows[1]["metrics"] == {
+        "rewards/margins": 0.5,
+        "loss": 0.6,
+        "sweeper/peak_rss_mb": 690.0,
+        "sweeper/step": 2.0,
+    }  # numbers only: Ray's strings and dicts are left out
     assert all(r["sweep"] == "trk" for r in rows)
 
 

@@ -106,8 +106,10 @@ def copy_from_storage(spec: Any, sweep_dir: Path) -> int:
         fs, root = pyarrow.fs.FileSystem.from_uri(source)
         infos = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True, allow_not_found=True))
     except Exception as exc:  # pyarrow raises OSError / ArrowInvalid subclasses per backend
-        raise SweeperError(f"output.storage: cannot read {source} ({type(exc).__name__}: {exc}); the trials stay "
-                           "there: check credentials and run `python -m sweeper report` after copying") from exc
+        raise SweeperError(
+            f"output.storage: cannot read {source} ({type(exc).__name__}: {exc}); the trials stay "
+            "there: check credentials and run `python -m sweeper report` after copying"
+        ) from exc
     n = 0
     for info in infos:
         if info.type != pyarrow.fs.FileType.File:

@@ -174,9 +174,11 @@ def agreement_line(a: Agreement) -> str:
         if a.base_rate is not None and a.metric_winner_rate <= a.base_rate:
             line += " But it does no better than the base model there: the training gain did not carry over."
         return line
-    return (f"⚠ Held-out preference accuracy disagrees with the sweep metric: the metric's winner "
-            f"`{a.metric_winner}` prefers the chosen answer on {a.metric_winner_rate:.0%} of {a.n} held-out pairs, "
-            f"the held-out winner `{a.heldout_winner}` on {a.heldout_rate:.0%}{base}. Check both before choosing.")
+    return (
+        f"⚠ Held-out preference accuracy disagrees with the sweep metric: the metric's winner "
+        f"`{a.metric_winner}` prefers the chosen answer on {a.metric_winner_rate:.0%} of {a.n} held-out pairs, "
+        f"the held-out winner `{a.heldout_winner}` on {a.heldout_rate:.0%}{base}. Check both before choosing."
+    )
 
 
 def samples_text(name: str, prompts: Sequence[dict[str, str]], models: Sequence[tuple[str, list[dict[str, Any]]]],
@@ -278,8 +280,10 @@ def heldout_section(sweep: Any, best: Any) -> list[str]:
              "margin** = mean summed difference; **reward accuracy** = DPO's implicit reward against the base as "
              "reference ranks chosen first. ★ sweep metric's winner, ▲ held-out winner."]  # fmt: skip
     if sets:
-        notes.append("Multiple choice: each option's log-likelihood as the answer, accuracy of the most likely "
-                     "(norm: per token); chance " + ", ".join(f"{k} {_pct(v)}" for k, v in chance.items()) + ".")
+        notes.append(
+            "Multiple choice: each option's log-likelihood as the answer, accuracy of the most likely "
+            "(norm: per token); chance " + ", ".join(f"{k} {_pct(v)}" for k, v in chance.items()) + "."
+        )
     if any(b.get("samples") for b in sweep.base_evaluation):
         notes.append(f"Greedy answers side by side: [samples.md]({sweep.name}/samples.md).")
     return lines + [line for note in notes for line in ("", note)]

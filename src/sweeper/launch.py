@@ -104,8 +104,10 @@ def preflight_lines(spec: Spec, configs: list[dict[str, Any]], planned: list[pre
     if any(p.predicted_gb is None for p in planned):
         lines.append(f"  unknown model shape for {spec.model.name_or_path}: give a local folder with config.json")
     if n_measured:
-        lines.append(f"  activation coefficient {coef:.3g} refit from {n_measured} measured trial(s) of "
-                     f"{earlier.path if earlier else '?'} (default {estimate.ACTIVATION_COEF:g})")
+        lines.append(
+            f"  activation coefficient {coef:.3g} refit from {n_measured} measured trial(s) of "
+            f"{earlier.path if earlier else '?'} (default {estimate.ACTIVATION_COEF:g})"
+        )
     lines.append(preflight.cost_line(spec, configs, preflight.measured_throughput(earlier)))
     return lines
 
@@ -282,8 +284,10 @@ def absolute_paths(spec: Spec) -> Spec:
     if Path(spec.data.path).exists():
         updates["data"] = spec.data.model_copy(update={"path": str(Path(spec.data.path).resolve())})
     updates["output"] = spec.output.model_copy(
-        update={"trials_dir": str(Path(spec.output.trials_dir).resolve()),
-                "reports_dir": str(Path(spec.output.reports_dir).resolve())}  # fmt: skip
+        update={
+            "trials_dir": str(Path(spec.output.trials_dir).resolve()),
+            "reports_dir": str(Path(spec.output.reports_dir).resolve()),
+        }  # fmt: skip
     )
     return spec.model_copy(update=updates)
 

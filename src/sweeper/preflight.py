@@ -146,6 +146,7 @@ def ruled_out_by(params: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str
 
     A row rules out the same memory-relevant parameters at a per-device batch at least the smallest one that
     ran out of memory (1 after ``oom: retry_halved``: then every batch)."""
+
     def memory_keys(p: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in p.items() if k not in MEMORY_NEUTRAL and k != "per_device_train_batch_size"}
 

@@ -248,8 +248,11 @@ def _study_searcher(gate: dict[str, Any], spec: Spec) -> Any:
             # memory settings for the proposals to come
             if (result or {}).get("sweeper/oom") and trial_id in self.params:
                 params = self.params[trial_id]
-                smallest = 1 if spec.resources.oom == "retry_halved" else params.get(
-                    "per_device_train_batch_size", spec.training.per_device_train_batch_size)
+                smallest = (
+                    1
+                    if spec.resources.oom == "retry_halved"
+                    else params.get("per_device_train_batch_size", spec.training.per_device_train_batch_size)
+                )
                 self.infeasible.append({"params": params, "reason": "oom", "trial_id": trial_id,
                                         "batches_tried": [smallest]})  # fmt: skip
 
@@ -325,8 +328,9 @@ def wrapped_trainable(spec: Spec, train_rows: list[dict], eval_rows: list[dict],
     keep_secrets_out_of_runtime_env()
 
     return tune.with_resources(
-        tune.with_parameters(_trainable, spec=spec, train_rows=train_rows, eval_rows=eval_rows,
-                             experiment=experiment, refs=refs),  # fmt: skip
+        tune.with_parameters(
+            _trainable, spec=spec, train_rows=train_rows, eval_rows=eval_rows, experiment=experiment, refs=refs
+        ),  # fmt: skip
         {"cpu": spec.resources.cpus_per_trial, "gpu": gpus_per_trial},
     )
 

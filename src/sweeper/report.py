@@ -74,10 +74,16 @@ def header(sweep: SweepRecord) -> list[str]:
     rows = [
         ("Spec", f"`{meta.get('spec_path', '?')}` (sha256 `{meta.get('spec_hash', '?')}`)"),
         ("Method", f"{spec.get('method', '?')}, metric `{metric_of(sweep)[0]}` ({metric_of(sweep)[1]})"),
-        ("Model", f"`{model.get('name_or_path', '?')}`, quantization {model.get('quantization', '?')}, "
-                  f"LoRA r={(model.get('lora') or {}).get('r')}"),  # fmt: skip
-        ("Data", f"`{(spec.get('data') or {}).get('path', '?')}` ({(spec.get('data') or {}).get('format')}): "
-                 f"{data.get('rows', '?')}; {data.get('n_train', '?')} train / {data.get('n_test', '?')} held out"),
+        (
+            "Model",
+            f"`{model.get('name_or_path', '?')}`, quantization {model.get('quantization', '?')}, "
+            f"LoRA r={(model.get('lora') or {}).get('r')}",
+        ),  # fmt: skip
+        (
+            "Data",
+            f"`{(spec.get('data') or {}).get('path', '?')}` ({(spec.get('data') or {}).get('format')}): "
+            f"{data.get('rows', '?')}; {data.get('n_train', '?')} train / {data.get('n_test', '?')} held out",
+        ),
         ("Hardware", hardware(sweep)),
         ("Versions", versions or "?"),
         ("Git commit", f"`{meta.get('git_commit') or 'not a git checkout'}`"),
@@ -276,4 +282,3 @@ def fmt(value: Any) -> str:
 def _last_line(text: str | None) -> str:
     lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
     return lines[-1][:200] if lines else "unknown error"
-

@@ -42,16 +42,22 @@ def resume(sweep_path: str | Path, address: str | None = None, verbose: bool = F
     try:
         spec = Spec.model_validate(meta.get("spec"))
     except ValidationError as exc:
-        raise TrialsError(f"{sweep_dir / SWEEP_FILE}: its spec does not validate with this sweeper "
-                          f"({exc.error_count()} problem(s)): resume it with the version that launched it") from None
+        raise TrialsError(
+            f"{sweep_dir / SWEEP_FILE}: its spec does not validate with this sweeper "
+            f"({exc.error_count()} problem(s)): resume it with the version that launched it"
+        ) from None
     train = read_rows(sweep_dir / "data" / "train.jsonl")
     test = read_rows(sweep_dir / "data" / "test.jsonl")
     if not train:
         raise TrialsError(f"{sweep_dir}/data/train.jsonl: missing or empty: launch saved no rows, so the sweep "
                           "cannot be rebuilt; launch it again")  # fmt: skip
     counts = before.by_status()
-    print(f"Resuming sweep '{spec.name}' from {sweep_dir}: {len(before.trials)} trial(s) on record "
-          f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items())) or 'none yet'})", file=out, flush=True)
+    print(
+        f"Resuming sweep '{spec.name}' from {sweep_dir}: {len(before.trials)} trial(s) on record "
+        f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items())) or 'none yet'})",
+        file=out,
+        flush=True,
+    )
     from sweeper import raytune
 
     raytune.check_resumable(experiment_path(spec, sweep_dir))  # before starting Ray or touching the study
