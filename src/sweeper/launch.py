@@ -287,7 +287,7 @@ def absolute_paths(spec: Spec) -> Spec:
         update={
             "trials_dir": str(Path(spec.output.trials_dir).resolve()),
             "reports_dir": str(Path(spec.output.reports_dir).resolve()),
-        }  # fmt: skip
+        }
     )
     return spec.model_copy(update=updates)
 

@@ -330,7 +330,7 @@ def wrapped_trainable(spec: Spec, train_rows: list[dict], eval_rows: list[dict],
     return tune.with_resources(
         tune.with_parameters(
             _trainable, spec=spec, train_rows=train_rows, eval_rows=eval_rows, experiment=experiment, refs=refs
-        ),  # fmt: skip
+        ),
         {"cpu": spec.resources.cpus_per_trial, "gpu": gpus_per_trial},
     )
 

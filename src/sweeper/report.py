@@ -78,7 +78,7 @@ def header(sweep: SweepRecord) -> list[str]:
             "Model",
             f"`{model.get('name_or_path', '?')}`, quantization {model.get('quantization', '?')}, "
             f"LoRA r={(model.get('lora') or {}).get('r')}",
-        ),  # fmt: skip
+        ),
         (
             "Data",
             f"`{(spec.get('data') or {}).get('path', '?')}` ({(spec.get('data') or {}).get('format')}): "
