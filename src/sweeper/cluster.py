@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.errors import SweeperError
-from sweeper.store import read_json, write_json
+from sweeper.store import json_text, read_json, write_json
 
 CLUSTER_MAX_FAILURES = 2  # a lost node costs a trial a rerun, twice at most
 
@@ -64,7 +64,7 @@ def write_record(location: str, data: Any) -> None:
     fs, path = pyarrow.fs.FileSystem.from_uri(location)
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(path) as out:
-        out.write((json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode())
+        out.write(json_text(data).encode())
 
 
 def read_record(location: str) -> Any:

@@ -78,11 +78,16 @@ class SweepRecord:
         return counts
 
 
+def json_text(data: Any) -> str:
+    """How sweeper writes its JSON records, to a local file or to a storage URI."""
+    return json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (a crash never leaves half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    tmp.write_text(json_text(data), encoding="utf-8")
     tmp.replace(path)
 
 
