@@ -178,7 +178,7 @@ def launch(spec_path: str | Path, address: str | None = None, dry: bool = False,
         write_json(sweep_dir / SWEEP_FILE, meta)
         gate = pruning_plan(spec, len(prepared.train), prepared.tokens_per_example, sweep_dir)
         if gate is not None and spec.method == "bayes":  # TPE never proposes what ran out of memory before
-            gate["infeasible"] = [r for r in _infeasible(earlier) if r.get("reason") == "oom"]
+            gate["infeasible"] = _infeasible(earlier)  # preflight.ruled_out_by reads the OOM rows among them
         failures = max_failures(spec, address)
         if failures:
             print(f"  a trial whose node or worker dies reruns from scratch, up to {failures} time(s) "

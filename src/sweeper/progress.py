@@ -16,7 +16,7 @@ from sweeper.space import label
 class ProgressPrinter:
     """One line per trial result, start, end and error (Ray's own table is off)."""
 
-    def __init__(self, names: list[str], n_planned: int, metric: str, experiment: str = "",
+    def __init__(self, names: list[str], n_planned: int, metric: str, experiment: str,
                  stream: Any = None) -> None:  # fmt: skip
         self.names = names
         self.n_planned = n_planned
@@ -60,8 +60,7 @@ class ProgressPrinter:
         from sweeper.cluster import read_record, trial_record
         from sweeper.store import PRUNED_FILE
 
-        record = read_record(trial_record(self.experiment, trial.path, PRUNED_FILE) if self.experiment
-                             else str(Path(trial.path) / PRUNED_FILE))  # fmt: skip
+        record = read_record(trial_record(self.experiment, trial.path, PRUNED_FILE))
         if record:
             self.say(f"{self._tag(trial)} pruned at {record['examples_seen']} examples "
                      f"({self.metric} {num(record['value'])}): {record['reason']}; "
