@@ -15,7 +15,7 @@ from plain_trl import CONFIG  # noqa: E402
 
 def smoke_spec(**model: Any) -> Any:
     """sweeps/smoke.yaml with the benchmark's CONFIG (one trial's worth) and the given model fields."""
-    from sweeper.spec import load_spec
+    from sweeper.config.spec import load_spec
 
     spec = load_spec(ROOT / "sweeps" / "smoke.yaml")
     lora = CONFIG["lora"]
@@ -30,14 +30,14 @@ def smoke_spec(**model: Any) -> Any:
 
 def rows() -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """The smoke sweep's rendered train and held-out rows, exactly as launch prepares them."""
-    from sweeper.prepare import prepare_data
+    from sweeper.train.prepare import prepare_data
 
     prepared = prepare_data(smoke_spec())
     return prepared.train, prepared.test
 
 
 def settings(reference: str, quantization: str = "4bit", accumulation: int = 1, **model: Any) -> dict[str, Any]:
-    from sweeper.space import trial_settings
+    from sweeper.plan.space import trial_settings
 
     spec = smoke_spec(reference=reference, quantization=quantization, **model)
     return trial_settings(spec, {"gradient_accumulation_steps": accumulation})

@@ -35,7 +35,7 @@ def build_medium(folder: Path, size: str = "medium") -> None:
     import torch
     from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
 
-    from sweeper.tiny import ensure_tiny_model
+    from sweeper.train.tiny import ensure_tiny_model
 
     tokenizer = AutoTokenizer.from_pretrained(ensure_tiny_model())
     config = MistralConfig(vocab_size=len(tokenizer), max_position_embeddings=512, tie_word_embeddings=False,
@@ -69,7 +69,7 @@ def precompute(quantization: str, model: str, out: str) -> None:
     torch.set_num_threads(1)
     from _common import rows, settings
 
-    from sweeper.reference import compute_reference_logps
+    from sweeper.train.reference import compute_reference_logps
 
     s = settings("shared", quantization, name_or_path=model)
     Path(out).write_text(json.dumps(compute_reference_logps(s, rows()[0][:64], [], cpus=1)))
@@ -83,8 +83,8 @@ def one(mode: str, quantization: str, model: str, refs_file: str, steps: int = 8
     torch.set_num_threads(1)
     from _common import rows, settings
 
-    from sweeper import memory
-    from sweeper.trial import run_trial
+    from sweeper.train import memory
+    from sweeper.train.trial import run_trial
 
     class TrainPhase(TrainerCallback):
         """At train start: note the peak so far (model loading), then measure training alone."""

@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=CONFIG["max_steps"])
     a = parser.parse_args()
     if a.model is None:
-        from sweeper.tiny import ensure_tiny_model
+        from sweeper.train.tiny import ensure_tiny_model
 
         a.model = str(ensure_tiny_model())
     with open(a.rows, encoding="utf-8") as fh:

@@ -26,10 +26,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sweeper.pruning import Budget
-from sweeper.replay import Curve, budget_of, curves_from_log_history, curves_from_sweep, simulate, sweep_config
-from sweeper.spec import Spec
-from sweeper.store import load_sweep
+from sweeper.config.spec import Spec
+from sweeper.plan.budget import Budget
+from sweeper.prune.replay import Curve, budget_of, curves_from_log_history, curves_from_sweep, simulate, sweep_config
+from sweeper.records.store import load_sweep
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "curves"

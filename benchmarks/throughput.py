@@ -6,8 +6,8 @@ One process, one torch thread, the smoke sweep's rows (230 train rows, batch 4, 
 LoRA r=8). Each repeat runs, in a rotating order:
   plain       benchmarks/plain_trl.py's train(): DPOTrainer(ref_model=None, peft_config=...)
   plain+pre   the same with TRL's precompute_ref_log_probs=True (its precompute runs in every trial's init)
-  adapter     sweeper.trial.run_trial, model.reference: adapter (the default)
-  shared      sweeper.trial.run_trial, model.reference: shared, reading values computed once before the loop
+  adapter     sweeper.train.trial.run_trial, model.reference: adapter (the default)
+  shared      sweeper.train.trial.run_trial, model.reference: shared, reading values computed once before the loop
 Throughput = examples trained ÷ TRL's train_runtime (model loading and precompute excluded: a sweep pays
 the shared precompute once, printed separately). Ratios: of the medians, and the median of per-repeat ratios.
 """
@@ -32,9 +32,9 @@ def main() -> None:
 
     from plain_trl import train as plain_train
 
-    from sweeper.reference import compute_reference_logps
-    from sweeper.tiny import ensure_tiny_model
-    from sweeper.trial import run_trial
+    from sweeper.train.reference import compute_reference_logps
+    from sweeper.train.tiny import ensure_tiny_model
+    from sweeper.train.trial import run_trial
 
     model_path = str(ensure_tiny_model())
     train_rows, _ = rows()

@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sweeper.store import load_sweep, read_results
+from sweeper.records.store import load_sweep, read_results
 
 from .conftest import ROOT
 from .ray_procs import kill_all, tree, trial_states, wait_for, with_cmdline

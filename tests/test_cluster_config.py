@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweeper.cluster import copy_from_storage, experiment_path, max_failures
-from sweeper.spec import parse_spec
+from sweeper.config.spec import parse_spec
+from sweeper.tune.cluster import copy_from_storage, experiment_path, max_failures
 
 from .conftest import ROOT
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from sweeper.__main__ import main
-from sweeper.compare import render_compare, spec_differences
-from sweeper.store import load_sweep
+from sweeper.records.store import load_sweep
+from sweeper.report.compare import render_compare, spec_differences
 
 from .conftest import FIXTURES
 from .test_report import build_demo, check_golden

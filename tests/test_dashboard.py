@@ -16,9 +16,9 @@ import psutil
 import pytest
 
 from sweeper.__main__ import build_parser, main
-from sweeper.dashboard import APP, find_sweeps, streamlit_command
-from sweeper.dashboard.charts import curve_figure, memory_figure
-from sweeper.store import load_sweep
+from sweeper.records.store import load_sweep
+from sweeper.report.dashboard import APP, find_sweeps, streamlit_command
+from sweeper.report.dashboard.charts import curve_figure, memory_figure
 
 from .conftest import FIXTURES, ROOT
 from .test_report import build_demo

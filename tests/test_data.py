@@ -1,4 +1,4 @@
-"""sweeper.data: validation, chat-template rendering (both template kinds), loading and splitting."""
+"""sweeper.data.rows: validation, chat-template rendering (both template kinds), loading and splitting."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from sweeper.data import (
+from sweeper.data.rows import (
     SYSTEM_ACK,
     RowReport,
     format_rows,
@@ -25,8 +25,8 @@ from sweeper.data import (
     tokenizer_adds_bos,
     validate_rows,
 )
+from sweeper.data.synthetic import BUILTIN_DATA, synthetic_preference_rows
 from sweeper.errors import DataError
-from sweeper.synthetic import BUILTIN_DATA, synthetic_preference_rows
 
 # Nothing may come from the Hugging Face Hub here (read when huggingface_hub is first imported).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -51,21 +51,21 @@ def _datasets_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 
 @pytest.fixture(scope="module", params=["mistral", "chatml"])
 def tokenizer(request: pytest.FixtureRequest) -> Any:
-    from sweeper.tiny import build_tokenizer
+    from sweeper.train.tiny import build_tokenizer
 
     return build_tokenizer(request.param)
 
 
 @pytest.fixture(scope="module")
 def mistral_tokenizer() -> Any:
-    from sweeper.tiny import build_tokenizer
+    from sweeper.train.tiny import build_tokenizer
 
     return build_tokenizer("mistral")
 
 
 @pytest.fixture(scope="module")
 def chatml_tokenizer() -> Any:
-    from sweeper.tiny import build_tokenizer
+    from sweeper.train.tiny import build_tokenizer
 
     return build_tokenizer("chatml")
 
@@ -75,7 +75,7 @@ def chatml_tokenizer() -> Any:
 
 def test_data_and_synthetic_import_no_heavy_framework() -> None:
     code = (
-        "import sys, sweeper.data, sweeper.synthetic\n"
+        "import sys, sweeper.data.rows, sweeper.data.synthetic\n"
         "heavy = ('torch', 'transformers', 'trl', 'peft', 'ray', 'datasets')\n"
         "heavy = [m for m in heavy if m in sys.modules]\n"
         "assert not heavy, heavy\n"

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from sweeper import estimate
-from sweeper.estimate import SEED, SEED_TABLE, Setup, calibrate, predict
-from sweeper.space import effective_batch, halve, trial_settings
-from sweeper.spec import parse_spec
+from sweeper.config.spec import parse_spec
+from sweeper.plan import estimate
+from sweeper.plan.estimate import SEED, SEED_TABLE, Setup, calibrate, predict
+from sweeper.plan.space import effective_batch, halve, trial_settings
 
 # The seed's readings are nvidia-smi figures from one run each; we accept 15% beyond either end of a range.
 TOLERANCE = 0.15

@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from sweeper import evalstats
 from sweeper.__main__ import main
+from sweeper.config.spec import MultipleChoiceSet, parse_spec
+from sweeper.data.mcq import answer_index, load_set
 from sweeper.errors import DataError, SpecError
-from sweeper.mcq import answer_index, load_set
-from sweeper.report import render_report
-from sweeper.spec import MultipleChoiceSet, parse_spec
-from sweeper.store import load_sweep, write_json
-from sweeper.summary import trials_frame
+from sweeper.records import heldout
+from sweeper.records.store import load_sweep, write_json
+from sweeper.report import evalstats
+from sweeper.report.markdown import render_report
+from sweeper.report.summary import trials_frame
 
 from .conftest import FIXTURES
 from .test_report import build_demo, check_golden
@@ -33,7 +34,7 @@ def test_preference_rates_summed_per_token_and_against_the_reference() -> None:
     # (chosen sum, chosen tokens, rejected sum, rejected tokens) per held-out pair
     policy = [(-10.0, 10, -12.0, 10), (-20.0, 20, -12.0, 10), (-9.0, 3, -8.0, 4)]
     reference = [(-11.0, 10, -11.0, 10), (-19.0, 20, -13.0, 10), (-9.0, 3, -9.0, 4)]
-    p = evalstats.preference_metrics(policy, reference, beta=0.1)
+    p = heldout.preference_metrics(policy, reference, beta=0.1)
     assert p["n"] == 3
     assert p["rate"] == pytest.approx(1 / 3)  # only the first pair has the larger summed log-prob for chosen
     # per token: -1 > -1.2, -1 > -1.2 (the long chosen answer loses only when summed), -3 < -2
@@ -42,31 +43,31 @@ def test_preference_rates_summed_per_token_and_against_the_reference() -> None:
     # implicit rewards (pi - ref): chosen +1 vs rejected -1; -1 vs +1; 0 vs +1 -> only the first ranks chosen first
     assert p["reward_accuracy"] == pytest.approx(1 / 3)
     assert p["reward_margin_mean"] == pytest.approx(0.1 * (2 - 2 - 1) / 3)
-    base = evalstats.preference_metrics(reference, None, beta=None)
+    base = heldout.preference_metrics(reference, None, beta=None)
     assert "reward_accuracy" not in base  # the base is its own reference
-    assert evalstats.preference_metrics([], None, None) == {"n": 0}
+    assert heldout.preference_metrics([], None, None) == {"n": 0}
 
 
 def test_choice_accuracy_summed_and_per_token() -> None:
     # question 1: the right option (0) is long: likelier per token, less likely summed
     scores = [[(-12.0, 6), (-8.0, 2)], [(-3.0, 3), (-9.0, 3), (-6.0, 3)]]
-    m = evalstats.choice_metrics(scores, answers=[0, 0])
+    m = heldout.choice_metrics(scores, answers=[0, 0])
     assert m["accuracy"] == 0.5 and m["accuracy_norm"] == 1.0
     assert m["chance"] == pytest.approx((1 / 2 + 1 / 3) / 2)
 
 
 def test_length_and_repetition_of_generations() -> None:
     loop = "take more take more take more".split()
-    assert evalstats.distinct_n(loop, 1) == pytest.approx(2 / 6)
-    assert evalstats.distinct_n(loop, 2) == pytest.approx(2 / 5)  # (take more), (more take)
-    assert evalstats.repeated_ngram_ratio(loop, 3) == 1.0  # every trigram occurs twice
+    assert heldout.distinct_n(loop, 1) == pytest.approx(2 / 6)
+    assert heldout.distinct_n(loop, 2) == pytest.approx(2 / 5)  # (take more), (more take)
+    assert heldout.repeated_ngram_ratio(loop, 3) == 1.0  # every trigram occurs twice
     fresh = "please consult your doctor first".split()
-    assert evalstats.distinct_n(fresh, 2) == 1.0 and evalstats.repeated_ngram_ratio(fresh, 3) == 0.0
-    assert evalstats.distinct_n(["one"], 2) is None
+    assert heldout.distinct_n(fresh, 2) == 1.0 and heldout.repeated_ngram_ratio(fresh, 3) == 0.0
+    assert heldout.distinct_n(["one"], 2) is None
     assert "\x17" not in evalstats.samples_text(
         "s", [{"prompt": "p"}], [("base", [{"answer": "a\x17b|c", "n_tokens": 3}])], 8, 0
     )
-    g = evalstats.generation_metrics([{"answer": "a b c", "n_tokens": 8}, {"answer": "", "n_tokens": 2}], 8)
+    g = heldout.generation_metrics([{"answer": "a b c", "n_tokens": 8}, {"answer": "", "n_tokens": 2}], 8)
     assert g["hit_cap"] == 0.5 and g["n_tokens"] == 5.0 and g["distinct_2"] == 1.0  # empty answers have no bigram
 
 
@@ -218,7 +219,7 @@ def test_evaluate_command_rejects_a_bad_config_before_loading_a_model(
     root = build_demo(tmp_path / "trials" / "demo")
     (root / "data").mkdir()
     (root / "data" / "test.jsonl").write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
-    monkeypatch.setitem(sys.modules, "sweeper.evaluate", None)  # importing the model code would now fail
+    monkeypatch.setitem(sys.modules, "sweeper.train.evaluate", None)  # importing the model code would now fail
     cases = {
         "typo.yaml": ("evaluation:\n  n_sample: 2\n", "typo.yaml: evaluation.n_sample: unknown key"),
         "column.yaml": (f"multiple_choice:\n  - {{path: {DATA / 'mc_safety.jsonl'}, answer: correct}}\n",

@@ -14,12 +14,12 @@ import pytest
 pytest.importorskip("torch")
 
 from sweeper.__main__ import main  # noqa: E402
-from sweeper.evalrun import evaluate_sweep  # noqa: E402
-from sweeper.prepare import prepare_data, save_prepared  # noqa: E402
-from sweeper.space import trial_settings  # noqa: E402
-from sweeper.spec import EvaluationSection, parse_spec  # noqa: E402
-from sweeper.store import load_sweep, write_json  # noqa: E402
-from sweeper.trial import run_trial  # noqa: E402
+from sweeper.config.spec import EvaluationSection, parse_spec  # noqa: E402
+from sweeper.plan.space import trial_settings  # noqa: E402
+from sweeper.records.store import load_sweep, write_json  # noqa: E402
+from sweeper.run.evalrun import evaluate_sweep  # noqa: E402
+from sweeper.train.prepare import prepare_data, save_prepared  # noqa: E402
+from sweeper.train.trial import run_trial  # noqa: E402
 
 from .conftest import FIXTURES  # noqa: E402
 

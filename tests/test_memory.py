@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from sweeper import memory
+from sweeper.train import memory
 
 from .conftest import ROOT
 
@@ -15,7 +15,7 @@ def test_peak_rss_grows_after_a_200_mb_allocation() -> None:
     # A fresh process, so the peak is not an earlier test's (see below).
     code = (
         "import json\n"
-        "from sweeper import memory\n"
+        "from sweeper.train import memory\n"
         "before = memory.peak_rss_mb()\n"
         "block = bytearray(b'\\x01') * (200 * memory.MIB)  # written, so every page is resident\n"
         "after = memory.peak_rss_mb()\n"

@@ -1,7 +1,7 @@
 """Out of memory is data: an injected torch.OutOfMemoryError ends an attempt, the trial reruns at half the
 per-device batch and twice the accumulation, every attempt is recorded, and the sweep goes on.
 
-The error is injected by the test-only hook in sweeper.trial (SWEEPER_TEST_OOM_AT_STEP /
+The error is injected by the test-only hook in sweeper.train.trial (SWEEPER_TEST_OOM_AT_STEP /
 SWEEPER_TEST_OOM_ABOVE_BATCH), on CPU, with the builtin tiny model.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from sweeper.store import load_sweep
+from sweeper.records.store import load_sweep
 
 from .conftest import ROOT
 
@@ -86,9 +86,9 @@ def test_the_next_trial_starts_clean(oom_sweep: tuple[Path, str, float]) -> None
 
 def test_a_trial_that_never_fits_ends_as_oom_and_frees_memory(tmp_path: Path) -> None:
     """No Ray: run_with_oom_retries straight, with the error injected at every batch size."""
-    from sweeper.space import trial_settings
-    from sweeper.spec import parse_spec
-    from sweeper.trial import oom_injection, run_with_oom_retries
+    from sweeper.config.spec import parse_spec
+    from sweeper.plan.space import trial_settings
+    from sweeper.train.trial import oom_injection, run_with_oom_retries
 
     from .test_trial import rows
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from sweeper import estimate, preflight
-from sweeper.launch import dry_run, run_preflight
-from sweeper.space import expand
-from sweeper.spec import Spec, load_spec, parse_spec
-from sweeper.store import load_sweep
+from sweeper.config.spec import Spec, load_spec, parse_spec
+from sweeper.plan import estimate, preflight
+from sweeper.plan.space import expand
+from sweeper.records.store import load_sweep
+from sweeper.run.launch import dry_run, run_preflight
 
 from .conftest import ROOT
 
@@ -143,9 +143,9 @@ def test_an_oom_row_rules_out_the_same_memory_settings_at_any_learning_rate() ->
 
 
 def bayes_searcher(tmp_path: Path, infeasible: list[dict[str, Any]], **resources: Any) -> Any:
-    from sweeper import raytune
-    from sweeper.pruning import sweep_budget
-    from sweeper.study import build_gate, gate_settings
+    from sweeper.plan.budget import sweep_budget
+    from sweeper.prune.study import build_gate, gate_settings
+    from sweeper.tune import raytune
 
     spec = parse_spec({
         "name": "b", "method": "bayes", "run_cap": 30, "seed": 0,

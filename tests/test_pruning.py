@@ -5,8 +5,9 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from sweeper.guard import is_flagged, verdict
-from sweeper.pruning import Budget, PruningGate, build_pruner, common_grid, from_wandb, resolve_args, warmup_steps
+from sweeper.plan.budget import Budget, common_grid
+from sweeper.prune.gate import PruningGate, build_pruner, from_wandb, resolve_args, warmup_steps
+from sweeper.prune.guard import is_flagged, verdict
 
 BUDGET = Budget(grid=8, min_total=96, max_total=192)
 

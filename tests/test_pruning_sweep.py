@@ -10,9 +10,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sweeper.replay import curves_from_sweep, simulate, sweep_config
-from sweeper.spec import Spec
-from sweeper.store import load_sweep
+from sweeper.config.spec import Spec
+from sweeper.prune.replay import curves_from_sweep, simulate, sweep_config
+from sweeper.records.store import load_sweep
 
 from .conftest import ROOT
 

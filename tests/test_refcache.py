@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from sweeper import refcache
-from sweeper.refshare import needed
-from sweeper.space import expand, trial_settings
-from sweeper.spec import parse_spec
+from sweeper.config.spec import parse_spec
+from sweeper.plan.space import expand, trial_settings
+from sweeper.records import refcache
+from sweeper.tune.refshare import needed
 
 ROWS = [{"prompt": f"[INST] q{i} [/INST]", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(6)]
 VERSIONS = {"torch": "2.13.0", "transformers": "5.24.0", "trl": "1.16.0", "bitsandbytes": "0.50.2"}

@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from sweeper import refcache
-from sweeper.launch import absolute_paths
-from sweeper.refshare import shared_references
-from sweeper.space import expand
-from sweeper.spec import load_spec
-from sweeper.store import load_sweep
+from sweeper.config.spec import load_spec
+from sweeper.plan.space import expand
+from sweeper.records import refcache
+from sweeper.records.store import load_sweep
+from sweeper.run.launch import absolute_paths
+from sweeper.tune.refshare import shared_references
 
 from .conftest import ROOT
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from sweeper.__main__ import main
-from sweeper.pruning import Budget
-from sweeper.replay import Curve, curves_from_log_history, over_orders, simulate
+from sweeper.plan.budget import Budget
+from sweeper.prune.replay import Curve, curves_from_log_history, over_orders, simulate
 
 BUDGET = Budget(grid=8, min_total=96, max_total=96)
 MEDIAN = {"type": "optuna", "pruner": "median"}

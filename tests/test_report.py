@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from sweeper.__main__ import main
-from sweeper.plots import PLOTS
-from sweeper.report import render_report, write_report
-from sweeper.store import best_trial, load_sweep, write_json
-from sweeper.summary import accounting, compute, trials_frame
+from sweeper.records.store import best_trial, load_sweep, write_json
+from sweeper.report.markdown import render_report, write_report
+from sweeper.report.plots import PLOTS
+from sweeper.report.summary import accounting, compute, trials_frame
 
 from .conftest import FIXTURES
 

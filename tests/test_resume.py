@@ -14,9 +14,9 @@ import optuna
 import pytest
 
 from sweeper.__main__ import main
-from sweeper.pruning import fail_stale_trials
-from sweeper.spec import parse_spec
-from sweeper.store import last_run, load_sweep, read_results, write_json
+from sweeper.config.spec import parse_spec
+from sweeper.prune.gate import fail_stale_trials
+from sweeper.records.store import last_run, load_sweep, read_results, write_json
 
 from .conftest import ROOT
 from .ray_procs import kill_all, tree, trial_states, wait_for

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.store import load_sweep
+from sweeper.records.store import load_sweep
 
 from .conftest import ROOT
 from .test_dashboard import app_test

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.plots import PLOTS
-from sweeper.store import best_trial, load_sweep
+from sweeper.records.store import best_trial, load_sweep
+from sweeper.report.plots import PLOTS
 
 from .conftest import ROOT
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from sweeper.__main__ import main
+from sweeper.config.spec import load_spec, parse_spec
 from sweeper.errors import SpecError
-from sweeper.space import effective_batch, expand, swept_names, trial_settings
-from sweeper.spec import load_spec, parse_spec
+from sweeper.plan.space import effective_batch, expand, swept_names, trial_settings
 
 from .conftest import FIXTURES, ROOT
 

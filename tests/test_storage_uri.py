@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.cluster import join, read_record, trial_record, write_record
-from sweeper.store import load_sweep
+from sweeper.records.storage import join, read_record, trial_record, write_record
+from sweeper.records.store import load_sweep
 
 from .conftest import ROOT
 

@@ -1,4 +1,4 @@
-"""sweeper.tiny: the builtin tokenizer and model, built locally, cached atomically, loadable (also 4-bit)."""
+"""sweeper.train.tiny: the builtin tokenizer and model, built locally, cached atomically, loadable (also 4-bit)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from sweeper import tiny
 from sweeper.errors import SweeperError
+from sweeper.train import tiny
 
 # Nothing may come from the Hugging Face Hub here (read when huggingface_hub is first imported).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from sweeper.config.spec import parse_spec
 from sweeper.errors import SweeperError
-from sweeper.spec import parse_spec
-from sweeper.tracking import (
+from sweeper.records.tracking import (
     LOCAL_FILE,
     NEPTUNE_DIR,
     LocalTracker,

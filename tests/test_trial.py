@@ -13,12 +13,12 @@ import bitsandbytes as bnb  # noqa: E402
 from peft.tuners.lora.bnb import Linear4bit as LoraLinear4bit  # noqa: E402
 from transformers import AutoTokenizer, TrainerCallback  # noqa: E402
 
-from sweeper.data import format_rows, make_prompt_renderer, validate_rows  # noqa: E402
-from sweeper.space import trial_settings  # noqa: E402
-from sweeper.spec import parse_spec  # noqa: E402
-from sweeper.synthetic import synthetic_preference_rows  # noqa: E402
-from sweeper.tiny import ensure_tiny_model  # noqa: E402
-from sweeper.trial import run_trial  # noqa: E402
+from sweeper.config.spec import parse_spec  # noqa: E402
+from sweeper.data.rows import format_rows, make_prompt_renderer, validate_rows  # noqa: E402
+from sweeper.data.synthetic import synthetic_preference_rows  # noqa: E402
+from sweeper.plan.space import trial_settings  # noqa: E402
+from sweeper.train.tiny import ensure_tiny_model  # noqa: E402
+from sweeper.train.trial import run_trial  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -87,25 +87,25 @@ def _overrides(pairs: list[str]) -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> None:
     if args.command == "launch":
-        from sweeper.launch import launch
+        from sweeper.run.launch import launch
 
         launch(args.spec, address=args.address, dry=args.dry_run, verbose=args.verbose)
     elif args.command == "resume":
-        from sweeper.resume import resume
+        from sweeper.run.resume import resume
 
         resume(args.trials, address=args.address, verbose=args.verbose)
     elif args.command == "report":
-        from sweeper.report import write_report
-        from sweeper.store import load_sweep
+        from sweeper.records.store import load_sweep
+        from sweeper.report.markdown import write_report
 
         sweep = load_sweep(args.trials)
         spec_output = sweep.meta.get("spec", {}).get("output", {})
         reports_dir = args.reports_dir or Path(spec_output.get("reports_dir", "reports"))
         print(f"Report: {write_report(sweep, reports_dir)}")
     elif args.command == "evaluate":
-        from sweeper.evalrun import evaluate_sweep, evaluation_of
-        from sweeper.report import write_report
-        from sweeper.store import load_sweep
+        from sweeper.records.store import load_sweep
+        from sweeper.report.markdown import write_report
+        from sweeper.run.evalrun import evaluate_sweep, evaluation_of
 
         sweep = load_sweep(args.trials)
         spec_output = sweep.meta.get("spec", {}).get("output", {})
@@ -113,21 +113,21 @@ def run(args: argparse.Namespace) -> None:
         sweep = evaluate_sweep(sweep.path, evaluation_of(sweep, args.config), args.address, reports_dir)
         print(f"Report: {write_report(sweep, reports_dir)}")
     elif args.command == "replay":
-        from sweeper.replay import replay_text
+        from sweeper.prune.replay import replay_text
 
         overrides = _overrides(args.overrides)
         print(replay_text(args.paths, args.pruner, overrides, args.metric, args.goal, args.concurrency,
                           args.orders, args.seed, args.smoothing, args.examples_per_step))  # fmt: skip
     elif args.command == "compare":
-        from sweeper.compare import write_compare
-        from sweeper.store import load_sweep
+        from sweeper.records.store import load_sweep
+        from sweeper.report.compare import write_compare
 
         sweeps = [load_sweep(p) for p in args.trials]
         spec_output = sweeps[0].meta.get("spec", {}).get("output", {})
         reports_dir = args.reports_dir or Path(spec_output.get("reports_dir", "reports"))
         print(f"Comparison: {write_compare(sweeps, reports_dir)}")
     elif args.command == "dashboard":
-        from sweeper.dashboard import serve
+        from sweeper.report.dashboard import serve
 
         serve(args.trials, host=args.host, port=args.port, refresh_s=args.refresh)
 

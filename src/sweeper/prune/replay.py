@@ -1,0 +1,240 @@
+"""Replay recorded curves through a pruner, offline and deterministically: pick a pruner without a GPU.
+
+A simulated scheduler starts trials in a given order, ``concurrency`` at a time, all at the same speed
+(time is measured in examples seen), and feeds each logged value to a PruningGate exactly as the live
+Ray scheduler does. It reports which trials are stopped and when, compute spent over the full grid,
+whether the full-grid winner survives, and the regret when it does not.
+
+Light module: no torch, no ray.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sweeper.config.spec import Spec
+from sweeper.errors import TrialsError
+from sweeper.plan.budget import Budget, common_grid, sweep_budget
+from sweeper.prune.gate import PruningGate, build_pruner, from_wandb
+from sweeper.records.store import SweepRecord
+
+
+@dataclass(frozen=True)
+class Curve:
+    trial_id: str
+    points: tuple[tuple[int, float], ...]  # (examples seen, value), increasing
+    total: int  # the trial's planned length, in examples (>= its last point)
+    final: float | None  # value at the end of a trial that ran through; None for a truncated curve
+    label: str = ""
+
+
+@dataclass
+class Outcome:
+    pruned: dict[str, int] = field(default_factory=dict)  # trial id -> examples seen when stopped
+    spent: int = 0
+    full: int = 0
+    winner: str | None = None
+    winner_kept: bool = True
+    regret: float = 0.0
+
+    @property
+    def ratio(self) -> float:
+        return self.spent / self.full if self.full else 1.0
+
+
+def curves_from_sweep(sweep: SweepRecord, metric: str, step_key: str = "sweeper/examples_seen") -> list[Curve]:
+    curves = []
+    for t in sweep.trials:
+        if t.status not in ("completed", "pruned"):
+            continue
+        points = tuple((int(r[step_key]), float(r[metric])) for r in t.curve
+                       if isinstance(r.get(metric), int | float) and r.get(step_key) is not None)  # fmt: skip
+        if not points:
+            continue
+        total = int(t.pruned["planned_examples"]) if t.pruned else points[-1][0]
+        final = t.value(metric) if t.status == "completed" else None
+        label = " ".join(f"{k}={v}" for k, v in t.params.items())
+        curves.append(Curve(t.trial_id, points, max(total, points[-1][0]), final, label))
+    return curves
+
+
+def curves_from_log_history(path: Path, metric: str, examples_per_step: int = 1) -> Curve:
+    """A TRL/transformers ``log_history`` (trainer_state.json, or {"log_history": [...]}) as one curve."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TrialsError(f"{path}: not a readable log_history JSON file ({exc})") from None
+    rows = data.get("log_history", []) if isinstance(data, dict) else data
+    points = tuple((int(r["step"] * examples_per_step), float(r[metric])) for r in rows
+                   if isinstance(r.get(metric), int | float) and "step" in r)  # fmt: skip
+    if not points:
+        raise TrialsError(f"{path}: no '{metric}' values in its log_history; check --metric (eval_ metrics need eval)")
+    return Curve(path.stem, points, points[-1][0], points[-1][1])
+
+
+def simulate(curves: list[Curve], config: dict[str, Any], direction: str, budget: Budget, concurrency: int = 1,
+             order: list[int] | None = None, smoothing: float = 0.0, gate: Any = None) -> Outcome:  # fmt: skip
+    """Run the curves through a fresh in-memory study; decisions depend only on the inputs.
+
+    ``gate`` replaces the PruningGate with any object of the same interface (add, report, prune,
+    complete): the benchmark passes Ray's ASHA that way.
+    """
+    if gate is None:
+        gate = PruningGate(build_pruner(config, budget), direction, budget.grid, smoothing=smoothing)
+    queue = [curves[i] for i in (order if order is not None else range(len(curves)))]
+    running: list[tuple[int, int, Curve]] = []  # (start time, next point index, curve)
+    clock, outcome = 0, Outcome(full=sum(c.total for c in curves))
+    while queue or running:
+        while queue and len(running) < concurrency:
+            curve = queue.pop(0)
+            gate.add(curve.trial_id)
+            running.append((clock, 0, curve))
+        # the next event: the running trial whose next logged point comes first
+        i = min(range(len(running)), key=lambda k: running[k][0] + running[k][2].points[running[k][1]][0])
+        start, index, curve = running[i]
+        step, value = curve.points[index]
+        clock = start + step
+        last = index + 1 == len(curve.points)
+        if gate.report(curve.trial_id, step, value) and not (last and curve.final is not None):
+            gate.prune(curve.trial_id)
+            outcome.pruned[curve.trial_id] = step
+            outcome.spent += step
+            running.pop(i)
+        elif last:
+            gate.complete(curve.trial_id, curve.final if curve.final is not None else value)
+            outcome.spent += curve.total
+            clock = start + curve.total
+            running.pop(i)
+        else:
+            running[i] = (start, index + 1, curve)
+    _score(outcome, curves, direction)
+    return outcome
+
+
+def _score(outcome: Outcome, curves: list[Curve], direction: str) -> None:
+    finals = {c.trial_id: c.final for c in curves if c.final is not None}
+    if not finals:
+        return
+    pick = max if direction == "maximize" else min
+    outcome.winner = pick(finals, key=lambda k: finals[k])
+    outcome.winner_kept = outcome.winner not in outcome.pruned
+    kept = [v for k, v in finals.items() if k not in outcome.pruned]
+    spread = max(finals.values()) - min(finals.values())
+    if kept and spread > 0:
+        outcome.regret = abs(finals[outcome.winner] - pick(kept)) / spread
+    elif not kept:
+        outcome.regret = 1.0
+
+
+def over_orders(curves: list[Curve], config: dict[str, Any], direction: str, budget: Budget, concurrency: int,
+                n_orders: int, seed: int = 0, smoothing: float = 0.0) -> dict[str, float]:  # fmt: skip
+    """Means over random trial arrival orders: compute ratio, winner kept, regret."""
+    rng = random.Random(seed)
+    outcomes = []
+    for _ in range(n_orders):
+        order = list(range(len(curves)))
+        rng.shuffle(order)
+        outcomes.append(simulate(curves, config, direction, budget, concurrency, order, smoothing))
+    return {
+        "compute": statistics.mean(o.ratio for o in outcomes),
+        "winner_kept": statistics.mean(1.0 if o.winner_kept else 0.0 for o in outcomes),
+        "regret": statistics.mean(o.regret for o in outcomes),
+    }
+
+
+def sweep_config(spec: Spec, meta: dict[str, Any]) -> tuple[dict[str, Any], Budget, float]:
+    """The pruner config, budget and smoothing a recorded sweep ran with (median if it had none)."""
+    data = meta.get("data", {})
+    budget = sweep_budget(spec, int(data.get("n_train", 0)), float(data.get("tokens_per_example", 1.0)))
+    et = spec.early_terminate
+    if et is None:
+        return {"type": "optuna", "pruner": "median"}, budget, 0.0
+    config = from_wandb(et.arguments, budget) if et.type == "hyperband" else et.arguments
+    return config, budget, et.smoothing
+
+
+def budget_of(curves: list[Curve]) -> Budget:
+    """A budget read off the curves themselves (for log_history files)."""
+    intervals = [c.points[0][0] if len(c.points) == 1 else c.points[1][0] - c.points[0][0] for c in curves]
+    totals = [c.total for c in curves]
+    return Budget(grid=common_grid(intervals), min_total=min(totals), max_total=max(totals))
+
+
+def load_curves(paths: list[Path], metric: str | None, examples_per_step: int) -> tuple[list[Curve], Any, str, str]:
+    """Curves from one sweep folder, or from log_history files (one trial each)."""
+    from sweeper.records.store import load_sweep
+
+    if len(paths) == 1 and paths[0].is_dir():
+        sweep = load_sweep(paths[0])
+        spec = Spec.model_validate(sweep.meta["spec"])
+        metric = metric or spec.metric.name
+        step_key = "sweeper/tokens_seen" if spec.early_terminate and spec.early_terminate.step_unit == "tokens" \
+            else "sweeper/examples_seen"  # fmt: skip
+        return curves_from_sweep(sweep, metric, step_key), (spec, sweep.meta), metric, spec.metric.goal
+    metric = metric or "rewards/margins"
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise TrialsError(f"{missing[0]}: no such file or sweep folder; pass trials/<name> or log_history JSON files")
+    return [curves_from_log_history(p, metric, examples_per_step) for p in paths], None, metric, "maximize"
+
+
+def replay_text(paths: list[Path], pruner: str | None, overrides: dict[str, Any], metric: str | None,
+                goal: str | None, concurrency: int, n_orders: int, seed: int, smoothing: float | None,
+                examples_per_step: int) -> str:  # fmt: skip
+    curves, recorded, metric, spec_goal = load_curves(paths, metric, examples_per_step)
+    direction = goal or spec_goal
+    if not curves:
+        raise TrialsError(f"{paths[0]}: no completed or pruned trial logged '{metric}': nothing to replay")
+    if recorded is not None:
+        config, budget, recorded_smoothing = sweep_config(*recorded)
+    else:
+        config, budget, recorded_smoothing = {"type": "optuna", "pruner": "median"}, budget_of(curves), 0.0
+    if pruner is not None:
+        config = {"type": "optuna", "pruner": pruner, "warmup_fraction": config.get("warmup_fraction", 0.1)}
+    config = {**config, **overrides}
+    _check(config)
+    smooth = recorded_smoothing if smoothing is None else smoothing
+    named = config.get("pruner", "median")
+    outcome = simulate(curves, config, direction, budget, concurrency, None, smooth)
+    lines = [
+        f"Replaying {len(curves)} trial(s) from {', '.join(map(str, paths))} on {metric} ({direction}) with Optuna "
+        f"{named} ({_args_text(config)}), grid {budget.grid} examples, concurrency {concurrency}",
+        "  in recorded order:",
+    ]
+    for c in curves:
+        fate = f"pruned at {outcome.pruned[c.trial_id]} examples" if c.trial_id in outcome.pruned \
+            else f"runs to the end ({c.total} examples)"  # fmt: skip
+        lines.append(f"    {c.trial_id} {c.label}: {fate}")
+    lines.append(f"  compute {outcome.spent} of {outcome.full} examples = {outcome.ratio:.2f} of the full grid; "
+                 f"full-grid winner {outcome.winner} {'kept' if outcome.winner_kept else 'PRUNED'}; "
+                 f"regret {outcome.regret:.3f}")  # fmt: skip
+    if n_orders > 0:
+        means = over_orders(curves, config, direction, budget, concurrency, n_orders, seed, smooth)
+        lines.append(f"  over {n_orders} random orders: compute {means['compute']:.2f}, winner kept "
+                     f"{means['winner_kept']:.2f}, regret {means['regret']:.3f}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _check(config: dict[str, Any]) -> None:
+    from pydantic import ValidationError
+
+    from sweeper.config.spec import EarlyTerminate
+    from sweeper.errors import SpecError
+
+    try:
+        EarlyTerminate.model_validate(config)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        detail = str(err["msg"]).removeprefix("Value error, ")
+        raise SpecError(f"replay: {where + ': ' if where else ''}{detail}") from None
+
+
+def _args_text(config: dict[str, Any]) -> str:
+    skip = {"type", "pruner", "step_unit", "guard", "smoothing"}
+    return ", ".join(f"{k}={v}" for k, v in sorted(config.items()) if k not in skip) or "defaults"

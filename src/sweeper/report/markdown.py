@@ -1,0 +1,284 @@
+"""The sweep report: a pure function of the loaded records (rendering) and a thin writer.
+
+``render_report(sweep, plots)`` reads no clock and no file: the plots it references are named by the
+caller (``write_report`` draws them first, into reports/<name>/). Light module: imports neither torch nor ray.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sweeper.records.store import STATUSES, SweepRecord, TrialRecord, best_trial
+from sweeper.report.evalstats import has_evaluation, heldout_section, verdict_line
+from sweeper.report.summary import (
+    BEST_OF,
+    MIN_STEPS,
+    TRL_METRICS,
+    accounting,
+    best_per_beta,
+    compute,
+    guard_of,
+    metric_of,
+    runner_up,
+    trial_rows,
+)
+
+# Relative difference under which the winner and the runner-up are called a tie.
+TIE = 0.01
+SHORT = {"rewards/margins": "margins", "rewards/accuracies": "accuracies", "logps/chosen": "logps/chosen",
+         "logps/rejected": "logps/rejected"}  # fmt: skip
+
+
+def render_report(sweep: SweepRecord, plots: Sequence[str] = ()) -> str:
+    """The report's markdown; ``plots`` names the figures drawn under reports/<name>/ (see sweeper.report.plots)."""
+    metric, goal = metric_of(sweep)
+    best = best_trial(sweep, metric, goal)
+    lines = [f"# Sweep report: {sweep.name}", "", *header(sweep)]
+    lines += ["", "## Verdict", "", *verdict(sweep, best, metric, goal)]
+    lines += ["", "## Trials", "", *trials_table(sweep, best)]
+    if has_evaluation(sweep):
+        lines += ["", "## Held-out evaluation", "", *heldout_section(sweep, best)]
+    if plots:
+        lines += ["", "## Plots", "", *plot_lines(sweep, plots)]
+    lines += ["", "## Compute", "", *compute_lines(sweep)]
+    failed = [t for t in sweep.trials if t.status in ("oom", "error", "unfinished")]
+    if failed:
+        lines += ["", "## Failures", "", *[failure_line(t) for t in failed]]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(sweep: SweepRecord, reports_dir: Path) -> Path:
+    """Write reports/<name>.md with its plots in reports/<name>/, and trials/<name>/trials.csv|parquet."""
+    from sweeper.report.plots import write_plots
+    from sweeper.report.summary import export_tables
+
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    plots = write_plots(sweep, reports_dir / sweep.name)
+    export_tables(sweep)
+    out = reports_dir / f"{sweep.name}.md"
+    tmp = out.with_suffix(".md.tmp")
+    tmp.write_text(render_report(sweep, plots), encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
+def header(sweep: SweepRecord) -> list[str]:
+    meta = sweep.meta
+    spec = meta.get("spec") or {}
+    model = spec.get("model") or {}
+    data = meta.get("data") or {}
+    versions = ", ".join(f"{k} {v}" for k, v in sorted((meta.get("versions") or {}).items()))
+    wall = f" ({fmt(meta['wall_s'])} s)" if meta.get("wall_s") is not None else ""
+    rows = [
+        ("Spec", f"`{meta.get('spec_path', '?')}` (sha256 `{meta.get('spec_hash', '?')}`)"),
+        ("Method", f"{spec.get('method', '?')}, metric `{metric_of(sweep)[0]}` ({metric_of(sweep)[1]})"),
+        (
+            "Model",
+            f"`{model.get('name_or_path', '?')}`, quantization {model.get('quantization', '?')}, "
+            f"LoRA r={(model.get('lora') or {}).get('r')}",
+        ),
+        (
+            "Data",
+            f"`{(spec.get('data') or {}).get('path', '?')}` ({(spec.get('data') or {}).get('format')}): "
+            f"{data.get('rows', '?')}; {data.get('n_train', '?')} train / {data.get('n_test', '?')} held out",
+        ),
+        ("Hardware", hardware(sweep)),
+        ("Versions", versions or "?"),
+        ("Git commit", f"`{meta.get('git_commit') or 'not a git checkout'}`"),
+        ("Started / finished", f"{meta.get('started_at', '?')} / {meta.get('finished_at') or 'not finished'}{wall}"),
+        ("Trials", status_counts(sweep)),
+    ]
+    return ["| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]]
+
+
+def hardware(sweep: SweepRecord) -> str:
+    text = str((sweep.meta.get("host") or {}).get("hardware", "?"))
+    gpus = sorted({str(t.final["sweeper/gpu_name"]) for t in sweep.trials if t.final.get("sweeper/gpu_name")})
+    if gpus:
+        text += f" ({', '.join(gpus)})"
+    acct = accounting(sweep)
+    return f"{text}; {fmt(acct.per_trial)} {acct.unit} per trial"
+
+
+def status_counts(sweep: SweepRecord) -> str:
+    counts = sweep.by_status()
+    shown = [s for s in STATUSES if s != "unfinished" or counts.get(s)]
+    text = ", ".join(f"{counts.get(s, 0)} {s}" for s in shown)
+    planned = sweep.meta.get("n_planned")
+    return f"{text} (of {planned} planned)" if planned is not None else text
+
+
+def verdict(sweep: SweepRecord, best: TrialRecord | None, metric: str, goal: str) -> list[str]:
+    if best is None:
+        return [f"No completed trial reported `{metric}`: no winner."]
+    value = best.value(metric)
+    line = f"**`{best.trial_id}`** ({_params_text(best.params)}): final `{metric}` = {fmt(value)}"
+    second = runner_up(sweep, best, metric, goal)
+    second_value = second.value(metric) if second is not None else None
+    if second is not None and value is not None and second_value is not None:
+        line += (f", {fmt(abs(value - second_value))} ahead of the runner-up `{second.trial_id}` "
+                 f"({fmt(second_value)}).")  # fmt: skip
+    else:
+        line += " (the only completed trial)."
+    lines = [line]
+    warnings = verdict_warnings(best, value, second_value)
+    beta = beta_warning(best, best_per_beta(sweep, metric, goal), metric)
+    if beta:
+        warnings.append(beta)
+    if warnings:
+        lines += ["", *[f"- ⚠ {w}" for w in warnings]]
+    heldout = verdict_line(sweep, best)
+    if heldout:
+        lines += ["", heldout]
+    if best.adapter is not None:
+        lines += ["", f"Adapter: `{best.adapter.relative_to(sweep.path.parent)}`"]
+    return lines
+
+
+def verdict_warnings(best: TrialRecord, value: float | None, second: float | None) -> list[str]:
+    """What qualifies the winner: the margin-hacking guard, OOM retries, a short run, a near tie."""
+    out = []
+    guard = guard_of(best)
+    if guard and guard != "ok":
+        out.append(f"margin-hacking guard: {guard}. A large margin with a collapsed loss can come from pushing "
+                   "rejected log-probs down rather than learning; check logps/chosen before trusting it.")  # fmt: skip
+    ooms = [a for a in best.attempts if a.get("status") == "oom"]
+    if ooms:
+        last = best.attempts[-1]
+        out.append(f"ran after {len(ooms)} out-of-memory attempt(s): finished at per-device batch "
+                   f"{last.get('per_device_train_batch_size')} × accumulation {last.get('gradient_accumulation_steps')}"
+                   f" (effective batch {last.get('effective_batch', '?')}).")  # fmt: skip
+    steps = best.value("sweeper/step")
+    if steps is not None and steps < MIN_STEPS:
+        out.append(f"only {fmt(steps)} optimizer steps (fewer than {MIN_STEPS}): this ranks early training, "
+                   "not where the trials would end.")  # fmt: skip
+    if value is not None and second is not None and abs(value - second) <= TIE * max(abs(value), abs(second)):
+        out.append(f"the runner-up is within {TIE:.0%}: treat the two as a tie.")
+    return out
+
+
+def beta_warning(best: TrialRecord, per_beta: tuple[TrialRecord, float] | None, metric: str) -> str | None:
+    """beta is swept and the metric is beta × a log-ratio: say so, and who leads on the metric ÷ beta."""
+    if per_beta is None:
+        return None
+    leader, scaled = per_beta
+    text = (f"beta is swept and `{metric}` is beta × a log-ratio: at the same fit a larger beta scores higher, "
+            "so trials of different beta are not comparable on it.")  # fmt: skip
+    if leader is best:
+        return text + f" Divided by beta ({fmt(scaled)}) this trial still leads."
+    own = (best.value(metric) or 0.0) / float(best.params["beta"])
+    return (text + f" Divided by beta, `{leader.trial_id}` (beta={fmt(leader.params['beta'])}) leads with "
+            f"{fmt(scaled)} against {fmt(own)}; compare trials of equal beta, or on rewards/accuracies or the "
+            "held-out preference rate (`evaluation:`).")  # fmt: skip
+
+
+def trials_table(sweep: SweepRecord, best: TrialRecord | None) -> list[str]:
+    metric, _ = metric_of(sweep)
+    rows = trial_rows(sweep)
+    acct = accounting(sweep)
+    swept = list(sweep.meta.get("swept", []))
+    finals = list(dict.fromkeys([metric, *TRL_METRICS]))
+    bests = list(dict.fromkeys([metric, *BEST_OF]))
+    columns: list[tuple[str, Any]] = [(n, lambda r, n=n: fmt(r[n])) for n in swept]
+    columns += [
+        ("effective batch", lambda r: fmt(r["effective_batch"])),
+        ("status", lambda r: r["status"] + (f" ({r['attempts']} attempts)" if r["attempts"] > 1 else "")),
+        ("stopped at (examples)", lambda r: "end" if r["status"] == "completed" else fmt(r["stopped_examples"])),
+    ]
+    for name in finals:
+        columns.append((f"{SHORT.get(name, name)} final", lambda r, n=name: fmt(r[n])))
+        if name in bests:
+            columns.append((f"{SHORT.get(name, name)} best", lambda r, n=name: fmt(r[f"best {n}"])))
+    if any(r["guard"] for r in rows):
+        columns.append(("guard", lambda r: r["guard"] or "-"))
+    hours = f"{acct.unit.lower()}_hours"
+    columns += [
+        ("examples seen", lambda r: fmt(r["examples_seen"])),
+        ("wall s", lambda r: fmt(r["wall_s"])),
+        (f"{acct.unit}-h", lambda r: fmt(r[hours])),
+    ]
+    if acct.usd_per_hour is not None:
+        columns.append((f"$ at {acct.usd_per_hour:g}/h", lambda r: usd(r["cost_usd"])))
+    columns.append(("peak memory", memory_cell))
+    if any(r["predicted_peak_gb"] is not None for r in rows):
+        columns.append(("predicted", lambda r: gib(r["predicted_peak_gb"])))
+    head = ["trial", *[c[0] for c in columns]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for t, row in zip(sweep.trials, rows, strict=True):
+        mark = " ★" if t is best else ""
+        lines.append("| " + " | ".join([f"`{t.trial_id}`{mark}", *[fn(row) for _, fn in columns]]) + " |")
+    return lines
+
+
+def memory_cell(row: dict[str, Any]) -> str:
+    if row["cuda_max_reserved_mb"] is not None and row["cuda_max_allocated_mb"] is not None:
+        return f"{row['cuda_max_allocated_mb'] / 1024:.1f} / {row['cuda_max_reserved_mb'] / 1024:.1f} GiB alloc/res"
+    if row["peak_rss_mb"] is not None:
+        return f"{row['peak_rss_mb']:.0f} MiB RSS"
+    return "-"
+
+
+def plot_lines(sweep: SweepRecord, plots: Sequence[str]) -> list[str]:
+    from sweeper.report.plots import PLOTS
+
+    lines: list[str] = []
+    for name in plots:
+        lines += [f"![{name}]({sweep.name}/{name}.png)", "", f"*{PLOTS.get(name, name)}*", ""]
+    return lines[:-1]
+
+
+def compute_lines(sweep: SweepRecord) -> list[str]:
+    c = compute(sweep)
+    acct = accounting(sweep)
+    unit = f"{c.unit}-hours"
+    spent = f"- Spent: {fmt(c.spent_h)} {unit} ({fmt(acct.per_trial)} {c.unit} per trial × trial wall time)"
+    dollars = c.usd(c.spent_h)
+    lines = [spent + (f", {usd(dollars)} at ${c.usd_per_hour:g} per GPU-hour." if dollars is not None else ".")]
+    if c.n_pruned:
+        share = c.saved_h / c.full_h if c.full_h else 0.0
+        saved_usd = c.usd(c.saved_h)
+        lines.append(f"- Saved by pruning: {fmt(c.saved_h)} {unit}" + (f" ({usd(saved_usd)})" if saved_usd else "")
+                     + f" and {c.saved_examples} examples over {c.n_pruned} pruned trial(s): running every trial to"
+                     f" the end would have taken {fmt(c.full_h)} {unit}; pruning saved {share:.0%}.")  # fmt: skip
+    else:
+        lines.append("- Saved by pruning: nothing, no trial was pruned.")
+    ooms = sum(1 for t in sweep.trials for a in t.attempts if a.get("status") == "oom")
+    if ooms:
+        lines.append(f"- Out-of-memory attempts: {ooms} (each retried with a smaller per-device batch, or given up).")
+    return lines
+
+
+def failure_line(t: TrialRecord) -> str:
+    if t.status == "oom":
+        tried = ", ".join(f"batch {a.get('per_device_train_batch_size')}" for a in t.attempts)
+        return f"- `{t.trial_id}`: out of memory at every attempt ({tried or 'no attempt recorded'})"
+    if t.status == "unfinished":
+        return f"- `{t.trial_id}`: unfinished (no final result and no error: still running, or the driver stopped)"
+    return f"- `{t.trial_id}`: {_last_line(t.error)} (traceback: `{t.path.name}/error.txt`)"
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={fmt(v)}" for k, v in params.items()) or "no swept parameters"
+
+
+def gib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} GiB"
+
+
+def usd(value: float | None) -> str:
+    return "-" if value is None else f"${value:,.2f}"
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _last_line(text: str | None) -> str:
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1][:200] if lines else "unknown error"

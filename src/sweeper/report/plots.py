@@ -1,0 +1,169 @@
+"""The report's figures (PNG, matplotlib): written to reports/<name>/, referenced by the report by name.
+
+matplotlib is imported inside ``write_plots`` with the Agg backend (no display needed).
+Light module: imports neither torch nor ray.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sweeper.records.store import SweepRecord, TrialRecord
+from sweeper.report.summary import MARGINS, PREDICTED, batch_of, learning_rate_of, metric_of, spec_of
+
+# name -> what it shows (the report's caption); the order of the report's "Plots" section
+PLOTS = {
+    "margins": "`rewards/margins` against examples seen; × marks where a trial was pruned, ■ where it failed",
+    "accuracies": "`rewards/accuracies` against examples seen",
+    "memory": "peak memory against per-device batch: measured (●), predicted (○), out of memory (×)",
+    "lr_batch": "final value of the sweep's metric by learning rate and effective batch",
+}
+STATUS_MARKS = {"pruned": "x", "oom": "s", "error": "s", "unfinished": "s"}
+
+
+def write_plots(sweep: SweepRecord, out_dir: Path) -> list[str]:
+    """Draw every plot the records allow into out_dir; return the names drawn (keys of PLOTS)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    drawers = {
+        "margins": lambda ax: _curves(ax, sweep, MARGINS),
+        "accuracies": lambda ax: _curves(ax, sweep, "rewards/accuracies"),
+        "memory": lambda ax: _memory(ax, sweep),
+        "lr_batch": lambda ax: _heatmap(ax, sweep),
+    }
+    drawn = []
+    for name, draw in drawers.items():
+        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+        try:
+            if draw(ax):
+                fig.tight_layout()
+                fig.savefig(out_dir / f"{name}.png", metadata={"Software": None})
+                drawn.append(name)
+        finally:
+            plt.close(fig)
+    return drawn
+
+
+def _curves(ax: Any, sweep: SweepRecord, metric: str) -> bool:
+    drawn = False
+    for t in sweep.trials:
+        points = curve_points(t, metric)
+        if not points:
+            continue
+        xs, ys = zip(*points, strict=True)
+        (line,) = ax.plot(xs, ys, marker=".", linewidth=1.2, label=_label(t))
+        drawn = True
+        end = stop_point(t, metric, points)
+        if end is not None:
+            ax.plot(*end, marker=STATUS_MARKS[t.status], markersize=10, color=line.get_color(),
+                    markeredgewidth=2, linestyle="none")  # fmt: skip
+    if not drawn:
+        return False
+    ax.set_xlabel("examples seen")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return True
+
+
+def _memory(ax: Any, sweep: SweepRecord) -> bool:
+    spec = spec_of(sweep)
+    measured, predicted, oom = [], [], []
+    for t in sweep.trials:
+        batch, _ = batch_of(spec, t)
+        peak = peak_gib(t)
+        if batch is not None and peak is not None:
+            measured.append((batch, peak))
+        if batch is not None and t.value(PREDICTED) is not None:
+            predicted.append((batch, t.value(PREDICTED)))
+        oom += [a["per_device_train_batch_size"] for a in t.attempts
+                if a.get("status") == "oom" and a.get("per_device_train_batch_size") is not None]  # fmt: skip
+    if not measured and not predicted:
+        return False
+    if measured:
+        ax.scatter(*zip(*measured, strict=True), label="measured peak", zorder=3)
+    if predicted:
+        ax.scatter(*zip(*predicted, strict=True), facecolors="none", edgecolors="C1", label="predicted", zorder=3)
+    if oom:
+        top = max(y for _, y in [*measured, *predicted])
+        ax.scatter(oom, [top * 1.05] * len(oom), marker="x", color="C3", s=60, label="out of memory", zorder=3)
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(matplotlib_ticker().ScalarFormatter())
+    ax.set_xlabel("per-device batch")
+    ax.set_ylabel("GiB (" + ("CUDA reserved" if _on_gpu(sweep) else "RSS") + ")")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return True
+
+
+def _heatmap(ax: Any, sweep: SweepRecord) -> bool:
+    spec = spec_of(sweep)
+    metric, goal = metric_of(sweep)
+    cells: dict[tuple[float, int], float] = {}
+    for t in sweep.trials:
+        lr, (batch, accumulation), value = learning_rate_of(spec, t), batch_of(spec, t), t.value(metric)
+        if lr is None or batch is None or accumulation is None or value is None:
+            continue
+        key = (lr, batch * accumulation)
+        better = max if goal == "maximize" else min
+        cells[key] = better(cells[key], value) if key in cells else value
+    if not cells:
+        return False
+    lrs = sorted({k[0] for k in cells})
+    batches = sorted({k[1] for k in cells})
+    grid = [[cells.get((lr, b), float("nan")) for lr in lrs] for b in batches]
+    image = ax.imshow(grid, cmap="viridis" if goal == "maximize" else "viridis_r", aspect="auto", origin="lower")
+    for (lr, b), value in cells.items():
+        ax.text(lrs.index(lr), batches.index(b), f"{value:.3g}", ha="center", va="center", color="white",
+                fontsize=9, bbox={"facecolor": "black", "alpha": 0.4, "linewidth": 0})  # fmt: skip
+    ax.set_xticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
+    ax.set_yticks(range(len(batches)), [str(b) for b in batches])
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("effective batch")
+    ax.figure.colorbar(image, ax=ax, label=f"final {metric}")
+    return True
+
+
+def curve_points(t: TrialRecord, metric: str) -> list[tuple[float, float]]:
+    x = "sweeper/examples_seen"
+    return [(float(r[x]), float(r[metric])) for r in t.curve
+            if isinstance(r.get(metric), int | float) and isinstance(r.get(x), int | float)]  # fmt: skip
+
+
+def stop_point(t: TrialRecord, metric: str, points: list[tuple[float, float]]) -> tuple[float, float] | None:
+    if t.status not in STATUS_MARKS:
+        return None
+    at = (t.pruned or {}).get("examples_seen")
+    if isinstance(at, int | float):  # the logged point where the pruner stopped it (or the last one before)
+        return max((p for p in points if p[0] <= at), default=points[-1], key=lambda p: p[0])
+    return points[-1]
+
+
+def peak_gib(t: TrialRecord) -> float | None:
+    reserved = t.value("sweeper/cuda_max_reserved_mb")
+    if reserved is not None:
+        return reserved / 1024
+    rss = t.value("sweeper/peak_rss_mb")
+    return None if rss is None else rss / 1024
+
+
+def matplotlib_ticker() -> Any:
+    import matplotlib.ticker
+
+    return matplotlib.ticker
+
+
+def _on_gpu(sweep: SweepRecord) -> bool:
+    return any(t.value("sweeper/cuda_max_reserved_mb") is not None for t in sweep.trials)
+
+
+def _label(t: TrialRecord) -> str:
+    from sweeper.plan.space import label
+
+    text = f"{t.trial_id.split('_')[-1]} {label(t.params)}"
+    return text if t.status == "completed" else f"{text} ({t.status})"

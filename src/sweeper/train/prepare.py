@@ -1,0 +1,85 @@
+"""Data preparation in the driver, once per sweep: load, validate, split and render with the chat template.
+
+Every trial then trains on exactly the same rows (shipped through Ray's object store, so cluster
+nodes need no shared disk for them). Heavy module: loads the tokenizer through transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from sweeper.config.spec import Spec
+from sweeper.data.rows import (
+    RowReport,
+    format_rows,
+    load_valid_rows,
+    make_prompt_renderer,
+    split_rows,
+    template_accepts_system,
+)
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    train: list[dict[str, str]]
+    test: list[dict[str, str]]
+    rows: RowReport
+    system_turn: str  # how the system prompt was rendered: "system role" or "user/assistant/user workaround"
+    tokens_per_example: float  # chosen + rejected sequences (prompt included), truncated to max_length
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "rows": self.rows.summary(),
+            "n_train": len(self.train),
+            "n_test": len(self.test),
+            "system_turn": self.system_turn,
+            "tokens_per_example": round(self.tokens_per_example, 1),
+        }
+
+
+def load_tokenizer(spec: Spec):  # type: ignore[no-untyped-def]
+    from transformers import AutoTokenizer
+
+    from sweeper.train.tiny import resolve_model
+
+    model = spec.model
+    return AutoTokenizer.from_pretrained(
+        resolve_model(model.name_or_path), revision=model.revision, trust_remote_code=model.trust_remote_code
+    )
+
+
+def prepare_data(spec: Spec) -> PreparedData:
+    data = spec.data
+    rows, report = load_valid_rows(data.path, data.format, data.split)
+    if data.max_rows is not None and len(rows) > data.max_rows:
+        rows = random.Random(spec.training.seed).sample(rows, data.max_rows)
+    train, test = split_rows(rows, data.test_size, seed=spec.training.seed)
+    tokenizer = load_tokenizer(spec)
+    render = make_prompt_renderer(tokenizer)
+    turn = "system role" if template_accepts_system(tokenizer) else "user/assistant/user workaround"
+    train_rows = format_rows(train, data.format, render)
+    tokens = mean_tokens(tokenizer, train_rows[:256], data.max_length)
+    return PreparedData(train_rows, format_rows(test, data.format, render), report, turn, tokens)
+
+
+def mean_tokens(tokenizer, rows: list[dict[str, str]], max_length: int) -> float:  # type: ignore[no-untyped-def]
+    """Tokens one example costs (what TRL's num_tokens counts): prompt+chosen and prompt+rejected."""
+    if not rows:
+        return 0.0
+    total = 0
+    for row in rows:
+        for answer in (row["chosen"], row["rejected"]):
+            total += min(max_length, len(tokenizer(row["prompt"] + answer)["input_ids"]) + 1)  # + EOS
+    return total / len(rows)
+
+
+def save_prepared(prepared: PreparedData, folder: Path) -> None:
+    """The exact rows trials train and evaluate on, for the record (trials/<name>/data/)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train", prepared.train), ("test", prepared.test)):
+        with (folder / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
