@@ -36,11 +36,11 @@ def rows() -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     return prepared.train, prepared.test
 
 
-def settings(reference: str, quantization: str = "4bit", accumulation: int = 1, **model: Any) -> dict[str, Any]:
-    from sweeper.plan.space import trial_settings
+def settings(reference: str, quantization: str = "4bit", accumulation: int = 1, **model: Any) -> Any:
+    from sweeper.plan import resolve
 
     spec = smoke_spec(reference=reference, quantization=quantization, **model)
-    return trial_settings(spec, {"gradient_accumulation_steps": accumulation})
+    return resolve(spec, {"gradient_accumulation_steps": accumulation})
 
 
 def median(values: list[float]) -> float:

@@ -84,7 +84,7 @@ def one(mode: str, quantization: str, model: str, refs_file: str, steps: int = 8
     from _common import rows, settings
 
     from sweeper.train import memory
-    from sweeper.train.trial import run_trial
+    from sweeper.train.trial import TrialJob, run_trial
 
     class TrainPhase(TrainerCallback):
         """At train start: note the peak so far (model loading), then measure training alone."""
@@ -98,11 +98,11 @@ def one(mode: str, quantization: str, model: str, refs_file: str, steps: int = 8
 
     train_rows = rows()[0][:64]
     s = settings(mode, quantization, name_or_path=model)
-    s["training"]["max_steps"] = steps
+    s = s.with_training(s.training.model_copy(update={"max_steps": steps}))
     refs = json.loads(Path(refs_file).read_text()) if mode == "shared" else None
     settle()
     baseline = rss_mb()
-    final = run_trial(s, train_rows, [], lambda m, c: None, cpus=1, callbacks=[TrainPhase()], ref_logps=refs)
+    final = run_trial(TrialJob(s, train_rows, ref_logps=refs), lambda m, c: None, callbacks=[TrainPhase()])
     train_peak = final["sweeper/peak_rss_mb"]
     print(json.dumps({"baseline_mb": baseline, "train_peak_mb": train_peak,
                       "peak_mb": max(train_peak, TrainPhase.load_peak)}), flush=True)  # fmt: skip

@@ -28,7 +28,15 @@ from typing import Any
 
 from sweeper.config.spec import Spec
 from sweeper.plan.budget import Budget
-from sweeper.prune.replay import Curve, budget_of, curves_from_log_history, curves_from_sweep, simulate, sweep_config
+from sweeper.prune.replay import (
+    Curve,
+    Replay,
+    budget_of,
+    curves_from_log_history,
+    curves_from_sweep,
+    simulate,
+    sweep_config,
+)
 from sweeper.records.store import load_sweep
 
 HERE = Path(__file__).resolve().parent
@@ -107,7 +115,7 @@ def score(curves: list[Curve], name: str, config: dict[str, Any], budget: Budget
     for order in orders:
         gate = AshaGate(budget, direction) if config.get("asha") else None
         full = {"type": "optuna", **config} if not config.get("asha") else {"type": "optuna", "pruner": "nop"}
-        outcomes.append(simulate(curves, full, direction, budget, concurrency, order, gate=gate))
+        outcomes.append(simulate(curves, Replay(full, direction, budget, concurrency), order, gate=gate))
     return {
         "compute": statistics.mean(o.ratio for o in outcomes),
         "kept": statistics.mean(1.0 if o.winner_kept else 0.0 for o in outcomes),

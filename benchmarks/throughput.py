@@ -34,7 +34,7 @@ def main() -> None:
 
     from sweeper.train.reference import compute_reference_logps
     from sweeper.train.tiny import ensure_tiny_model
-    from sweeper.train.trial import run_trial
+    from sweeper.train.trial import TrialJob, run_trial
 
     model_path = str(ensure_tiny_model())
     train_rows, _ = rows()
@@ -45,8 +45,8 @@ def main() -> None:
 
     def sweeper_trial(mode: str) -> float:
         s = settings(mode)
-        s["training"]["max_steps"] = a.max_steps
-        final = run_trial(s, train_rows, [], lambda m, c: None, cpus=1, ref_logps=refs if mode == "shared" else None)
+        s = s.with_training(s.training.model_copy(update={"max_steps": a.max_steps}))
+        final = run_trial(TrialJob(s, train_rows, ref_logps=refs if mode == "shared" else None), lambda m, c: None)
         return examples / final["sweeper/train_s"]
 
     runs = {

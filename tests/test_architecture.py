@@ -32,28 +32,25 @@ def test_the_contracts_hold() -> None:
     assert "3 kept, 0 broken" in proc.stdout
 
 
-def copy_tree(tmp_path: Path) -> Path:
+def lint_with(tmp_path: Path, module: str, line: str) -> subprocess.CompletedProcess[str]:
+    """The contracts on a copy of the tree with ``line`` appended to ``module`` (a path under src/sweeper)."""
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     shutil.copytree(ROOT / "src" / "sweeper", tmp_path / "src" / "sweeper",
                     ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
-    return tmp_path
+    target = tmp_path / "src" / "sweeper" / module
+    target.write_text(target.read_text() + f"\n{line}\n")
+    return lint_imports(tmp_path)
 
 
 def test_a_torch_import_in_plan_breaks_the_contract(tmp_path: Path) -> None:
-    root = copy_tree(tmp_path)
-    space = root / "src" / "sweeper" / "plan" / "space.py"
-    space.write_text(space.read_text() + "\nimport torch  # noqa: E402\n")
-    proc = lint_imports(root)
+    proc = lint_with(tmp_path, "plan/space.py", "import torch  # noqa: E402")
     assert proc.returncode != 0
     assert "sweeper.plan is not allowed to import torch" in proc.stdout
 
 
 def test_an_upward_import_breaks_the_layers(tmp_path: Path) -> None:
     # records is the lowest layer: importing the report from it would close a circle (report -> records)
-    root = copy_tree(tmp_path)
-    store = root / "src" / "sweeper" / "records" / "store.py"
-    store.write_text(store.read_text() + "\nfrom sweeper.report import markdown  # noqa: E402,F401\n")
-    proc = lint_imports(root)
+    proc = lint_with(tmp_path, "records/store.py", "from sweeper.report import markdown  # noqa: E402,F401")
     assert proc.returncode != 0
     assert "sweeper.records.store -> sweeper.report.markdown" in proc.stdout
 

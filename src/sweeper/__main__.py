@@ -113,11 +113,21 @@ def run(args: argparse.Namespace) -> None:
         sweep = evaluate_sweep(sweep.path, evaluation_of(sweep, args.config), args.address, reports_dir)
         print(f"Report: {write_report(sweep, reports_dir)}")
     elif args.command == "replay":
-        from sweeper.prune.replay import replay_text
+        from sweeper.prune.replay import ReplayOptions, replay_text
 
-        overrides = _overrides(args.overrides)
-        print(replay_text(args.paths, args.pruner, overrides, args.metric, args.goal, args.concurrency,
-                          args.orders, args.seed, args.smoothing, args.examples_per_step))  # fmt: skip
+        options = ReplayOptions(
+            args.paths,
+            args.pruner,
+            _overrides(args.overrides),
+            args.metric,
+            args.goal,
+            args.concurrency,
+            args.orders,
+            args.seed,
+            args.smoothing,
+            args.examples_per_step,
+        )
+        print(replay_text(options))
     elif args.command == "compare":
         from sweeper.records.store import load_sweep
         from sweeper.report.compare import write_compare

@@ -17,3 +17,15 @@ class DataError(SweeperError):
 
 class TrialsError(SweeperError):
     """A trials/ folder that cannot be read."""
+
+
+def first_line(exc: BaseException | str, limit: int = 200) -> str:
+    """The first non-empty line of an error message, cut to ``limit`` characters ("" when there is none)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0][:limit] if lines else ""
+
+
+def last_line(text: str | None, limit: int = 200, default: str = "unknown error") -> str:
+    """The last non-empty line of a traceback or log (where Python names the error), cut to ``limit``."""
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1][:limit] if lines else default

@@ -6,7 +6,7 @@ sweeper reads the typed ``Spec`` (through the plan of ``sweeper.plan``).
 
 from __future__ import annotations
 
-from sweeper.config.pruners import OWN_KEYS, PRUNER_ARGS, STEP_ARGS, WANDB_KEYS
+from sweeper.config.pruners import OWN_KEYS, PRUNER_ARGS, WANDB_KEYS
 from sweeper.config.safeyaml import load_yaml
 from sweeper.config.spec import (
     MODEL_PARAMETERS,
@@ -29,7 +29,6 @@ __all__ = [
     "OWN_KEYS",
     "PRUNER_ARGS",
     "Parameter",
-    "STEP_ARGS",
     "Spec",
     "WANDB_KEYS",
     "load_spec",

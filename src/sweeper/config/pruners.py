@@ -23,7 +23,3 @@ OWN_KEYS = frozenset({"type", "pruner", "step_unit", "smoothing", "guard", "warm
 
 
 WANDB_KEYS = frozenset({"type", "min_iter", "max_iter", "eta", "s", "strict"})
-
-
-# Where a pruner counts steps, sweeper counts examples (or tokens): these arguments are in that unit.
-STEP_ARGS = frozenset({"n_warmup_steps", "interval_steps", "min_resource", "max_resource"})

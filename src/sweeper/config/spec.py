@@ -46,12 +46,6 @@ LOSS_TYPES = (
     "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
     "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm",
 )  # fmt: skip
-# Metrics TRL's DPOTrainer logs every logging step (eval adds the ``eval_`` prefix).
-TRAIN_METRICS = (
-    "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected",
-    "logps/chosen", "logps/rejected", "logits/chosen", "logits/rejected", "loss",
-)  # fmt: skip
-BUILTIN_PREFIX = "builtin:"
 
 
 class _Section(BaseModel):

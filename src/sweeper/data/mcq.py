@@ -12,7 +12,7 @@ from typing import Any
 
 from sweeper.config.spec import MultipleChoiceSet
 from sweeper.data.rows import load_rows
-from sweeper.errors import DataError
+from sweeper.errors import DataError, first_line
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -38,7 +38,7 @@ def read_rows(cfg: MultipleChoiceSet) -> list[dict[str, Any]]:
     try:
         dataset = datasets.load_dataset(cfg.path, cfg.subset, split=cfg.split)
     except Exception as exc:  # datasets raises many types (network, missing config or split)
-        first = (str(exc).splitlines() or [""])[0][:200]
+        first = first_line(exc)
         raise DataError(f"{cfg.label}: could not be loaded as a Hub dataset (subset {cfg.subset!r}, split "
                         f"{cfg.split!r}: {type(exc).__name__}: {first}); check the id, subset and split, or give a "
                         "local .jsonl/.json/.parquet file") from exc  # fmt: skip

@@ -6,10 +6,11 @@ Light module: imports neither torch, ray nor optuna.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from sweeper.plan.space import corner_configs, planned_examples, report_interval, trial_settings
+from sweeper.config.spec import TrainingSection
+from sweeper.plan.settings import planned_examples, report_interval
 
 
 @dataclass(frozen=True)
@@ -21,11 +22,9 @@ class Budget:
     max_total: int  # planned length of the longest trial
 
 
-def sweep_budget(spec: Any, n_train: int, tokens_per_example: float = 1.0) -> Budget:
-    """The budget of a sweep, before it runs: every config's report interval and planned length."""
-    trainings = [trial_settings(spec, c)["training"] for c in corner_configs(spec)]
-    et = spec.early_terminate
-    scale = tokens_per_example if et is not None and et.step_unit == "tokens" else 1.0
+def budget_of(trainings: Sequence[TrainingSection], n_train: int, scale: float = 1.0) -> Budget:
+    """The budget of trials with these training settings on ``n_train`` rows; ``scale`` converts examples to the
+    step unit (tokens per example when the gate counts tokens)."""
     totals = [planned_examples(t, n_train) for t in trainings]
     return Budget(
         grid=max(1, int(common_grid([report_interval(t) for t in trainings]) * scale)),

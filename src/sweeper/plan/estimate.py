@@ -29,7 +29,12 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from sweeper.records.metrics import CUDA_MAX_RESERVED_MB, NVML_PEAK_USED_MB, PREDICTED_PEAK_GB
+
+if TYPE_CHECKING:
+    from sweeper.plan.settings import TrialSettings
 
 GIB = 2**30
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -253,34 +258,34 @@ def predict(setup: Setup, coef: float = ACTIVATION_COEF) -> Breakdown:
     )
 
 
-def setup_from_settings(settings: dict[str, Any], reference: str | None = None) -> Setup | None:
-    """The Setup of one trial's settings (sweeper.plan.space.trial_settings); None when the model's shape is unknown.
+def setup_from_settings(settings: TrialSettings, reference: str | None = None) -> Setup | None:
+    """The Setup of one trial's settings (sweeper.plan.settings); None when the model's shape is unknown.
 
     ``reference`` defaults to the trial's ``model.reference``; ``shared`` holds no copy, like ``adapter``.
     """
-    model, training = settings["model"], settings["training"]
-    reference = reference or model.get("reference", "adapter")
+    model, training = settings.model, settings.training
+    reference = reference or model.reference
     reference = "separate" if reference == "separate" else "adapter"
-    shape = model_shape(model["name_or_path"])
+    shape = model_shape(model.name_or_path)
     if shape is None:
         return None
-    targets = model["lora"]["target_modules"]
+    targets = model.lora.target_modules
     return Setup(
         shape=shape,
-        micro_batch=int(training["per_device_train_batch_size"]),
-        max_length=int(settings["data"]["max_length"]),
-        quantization=model["quantization"],
-        double_quant=bool(model.get("bnb_4bit_use_double_quant", True)),
+        micro_batch=int(training.per_device_train_batch_size),
+        max_length=int(settings.data.max_length),
+        quantization=model.quantization,
+        double_quant=bool(model.bnb_4bit_use_double_quant),
         reference=reference,
-        lora_r=int(model["lora"]["r"]),
+        lora_r=int(model.lora.r),
         lora_targets=targets if isinstance(targets, str) else tuple(targets),
-        optim=training["optim"],
-        gradient_checkpointing=bool(training["gradient_checkpointing"]),
+        optim=training.optim,
+        gradient_checkpointing=bool(training.gradient_checkpointing),
     )
 
 
 def predict_settings(
-    settings: dict[str, Any], reference: str | None = None, coef: float = ACTIVATION_COEF
+    settings: TrialSettings, reference: str | None = None, coef: float = ACTIVATION_COEF
 ) -> float | None:
     """Predicted peak GiB of one trial on a GPU, or None when the model's shape is unknown."""
     setup = setup_from_settings(settings, reference)
@@ -304,10 +309,10 @@ def calibrate(pairs: Iterable[tuple[Setup, float]], coef: float = ACTIVATION_COE
 def measured_peak_gb(final: dict[str, Any]) -> tuple[float, str] | None:
     """A trial's measured GPU peak in GiB and where it comes from: NVML device-wide (what nvidia-smi shows),
     else torch's reserved peak plus OVERHEAD_GB; None for CPU trials."""
-    if isinstance(final.get("sweeper/nvml_peak_used_mb"), int | float):
-        return final["sweeper/nvml_peak_used_mb"] / 1024, "nvml"
-    if isinstance(final.get("sweeper/cuda_max_reserved_mb"), int | float):
-        return final["sweeper/cuda_max_reserved_mb"] / 1024 + OVERHEAD_GB, "cuda_reserved"
+    if isinstance(final.get(NVML_PEAK_USED_MB), int | float):
+        return final[NVML_PEAK_USED_MB] / 1024, "nvml"
+    if isinstance(final.get(CUDA_MAX_RESERVED_MB), int | float):
+        return final[CUDA_MAX_RESERVED_MB] / 1024 + OVERHEAD_GB, "cuda_reserved"
     return None
 
 
@@ -315,7 +320,7 @@ def predicted_vs_measured(finals: Iterable[dict[str, Any]]) -> list[dict[str, An
     """Plain rows for a report: predicted (reported by the trial) vs measured peak GiB, and the error."""
     rows = []
     for final in finals:
-        predicted = final.get("sweeper/predicted_peak_gb")
+        predicted = final.get(PREDICTED_PEAK_GB)
         measured = measured_peak_gb(final)
         row: dict[str, Any] = {"predicted_gb": predicted, "measured_gb": None, "source": None, "error_pct": None}
         if measured is not None:

@@ -10,14 +10,19 @@ Light module: imports neither torch nor ray.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sweeper.config.spec import Spec
 from sweeper.plan import estimate
-from sweeper.plan.space import effective_batch, trial_settings
+from sweeper.plan.settings import TrialSettings, recorded_settings
+from sweeper.records.metrics import DEVICE, EXAMPLES_SEEN, PER_DEVICE_TRAIN_BATCH_SIZE, TRAIN_S
+from sweeper.records.schema import InfeasibleRow
 from sweeper.records.store import SweepRecord, read_json, write_json
+
+if TYPE_CHECKING:
+    from sweeper.plan.compile import SweepPlan, TrialPlan
 
 INFEASIBLE_FILE = "infeasible.json"
 # Rows of datasets whose size the dry run cannot count without downloading them.
@@ -27,33 +32,17 @@ KNOWN_DATASET_ROWS = {"Intel/orca_dpo_pairs": 12859, "builtin:synthetic": 256}
 SEED_EXAMPLES_PER_S = 1.0
 
 
-@dataclass(frozen=True)
-class Planned:
-    params: dict[str, Any]
-    predicted_gb: float | None  # None when the model's shape is unknown
-    over: bool  # predicted above resources.gpu_memory_gb
-
-
-def plan(spec: Spec, configs: list[dict[str, Any]], coef: float = estimate.ACTIVATION_COEF) -> list[Planned]:
-    budget = spec.resources.gpu_memory_gb
-    rows = []
-    for params in configs:
-        gb = estimate.predict_settings(trial_settings(spec, params), coef=coef)
-        rows.append(Planned(params, None if gb is None else round(gb, 1), gb is not None and gb > budget))
-    return rows
-
-
-def examples_per_trial(spec: Spec, settings: dict[str, Any]) -> int | None:
+def examples_per_trial(spec: Spec, settings: TrialSettings) -> int | None:
     """DPO examples one trial trains on: max_steps x effective batch, else epochs x training rows."""
-    training = settings["training"]
-    if training["max_steps"] > 0:
-        return int(training["max_steps"]) * effective_batch(training)
+    training = settings.training
+    if training.max_steps > 0:
+        return training.max_steps * settings.effective_batch
     rows = dataset_rows(spec)
     if rows is None:
         return None
     test = spec.data.test_size
     n_train = rows - (int(test) if test >= 1 else round(rows * test))
-    return int(float(training["num_train_epochs"]) * max(n_train, 0))
+    return int(float(training.num_train_epochs) * max(n_train, 0))
 
 
 def dataset_rows(spec: Spec) -> int | None:
@@ -73,12 +62,12 @@ def dataset_rows(spec: Spec) -> int | None:
     return rows
 
 
-def default_throughput(spec: Spec, settings: dict[str, Any]) -> float | None:
+def default_throughput(spec: Spec, settings: TrialSettings) -> float | None:
     """Examples per GPU-second scaled from the seed: compute grows with parameters x tokens per example."""
     shape = estimate.model_shape(spec.model.name_or_path)
     if shape is None:
         return None
-    scale = (estimate.MISTRAL_7B.n_params() / shape.n_params()) * (1536 / int(settings["data"]["max_length"]))
+    scale = (estimate.MISTRAL_7B.n_params() / shape.n_params()) * (1536 / settings.data.max_length)
     return SEED_EXAMPLES_PER_S * scale
 
 
@@ -89,21 +78,21 @@ def measured_throughput(sweep: SweepRecord | None) -> float | None:
     rates = []
     for t in sweep.trials:
         f = t.final
-        if t.status == "completed" and f.get("sweeper/device") == "cuda" and f.get("sweeper/train_s"):
-            rates.append(float(f.get("sweeper/examples_seen", 0)) / float(f["sweeper/train_s"]))
+        if t.status == "completed" and f.get(DEVICE) == "cuda" and f.get(TRAIN_S):
+            rates.append(float(f.get(EXAMPLES_SEEN, 0)) / float(f[TRAIN_S]))
     return sum(rates) / len(rates) if rates else None
 
 
-def cost_line(spec: Spec, configs: list[dict[str, Any]], measured: float | None = None) -> str:
+def cost_line(plan: SweepPlan, measured: float | None = None) -> str:
     """One line: predicted GPU-hours and cost of the sweep, and where the throughput comes from."""
+    spec = plan.spec
     rate, source = spec.resources.examples_per_gpu_second, "resources.examples_per_gpu_second"
     if rate is None and measured:
         rate, source = measured, "measured in earlier trials of this sweep"
     seconds = 0.0
-    for params in configs:
-        settings = trial_settings(spec, params)
-        n = examples_per_trial(spec, settings)
-        r = rate or default_throughput(spec, settings)
+    for trial in plan.trials:
+        n = examples_per_trial(spec, trial.settings)
+        r = rate or default_throughput(spec, trial.settings)
         if n is None or r is None:
             return ("Predicted GPU-hours: unknown (set training.max_steps or data.max_rows, and "
                     "resources.examples_per_gpu_second for a model sweeper does not know)")  # fmt: skip
@@ -113,16 +102,16 @@ def cost_line(spec: Spec, configs: list[dict[str, Any]], measured: float | None 
     hours = seconds / 3600
     usd = hours * spec.resources.gpu_hour_usd
     shown = f"{hours:.3g}" if hours >= 0.01 else "< 0.01"
-    return (f"Predicted GPU-hours: {shown} for {len(configs)} trial(s), ${usd:,.2f} at "
+    return (f"Predicted GPU-hours: {shown} for {len(plan.trials)} trial(s), ${usd:,.2f} at "
             f"${spec.resources.gpu_hour_usd:g}/GPU-hour (throughput {source})")  # fmt: skip
 
 
-def infeasible_rows(planned: list[Planned], budget: float) -> list[dict[str, Any]]:
+def infeasible_rows(planned: Iterable[TrialPlan], budget: float) -> list[InfeasibleRow]:
     return [{"params": p.params, "reason": "preflight", "predicted_gb": p.predicted_gb, "gpu_memory_gb": budget}
             for p in planned if p.over]  # fmt: skip
 
 
-def oom_rows(sweep: SweepRecord) -> list[dict[str, Any]]:
+def oom_rows(sweep: SweepRecord) -> list[InfeasibleRow]:
     """Trials that ran out of memory at every per-device batch they tried."""
     rows = []
     for t in sweep.trials:
@@ -160,6 +149,30 @@ def ruled_out_by(params: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str
     return None
 
 
+def infeasible_reason(plan: SweepPlan, params: dict[str, Any], rows: list[dict[str, Any]]) -> str | None:
+    """Why a proposed config must not run (the bayes searcher redraws it), or None when it may.
+
+    It ran out of memory at every batch before (``rows``: infeasible.json and this sweep's OOM trials), or, with
+    ``preflight: skip``, it is predicted above the GPU's memory.
+    """
+    row = ruled_out_by(params, rows)
+    if row is not None:
+        return f"ran out of memory at every batch before ({row.get('trial_id') or 'an earlier launch'})"
+    resources = plan.spec.resources
+    trial = plan.trial(params)
+    if resources.preflight == "skip" and trial.over:
+        return (f"predicted {trial.predicted_gb:.1f} GB > resources.gpu_memory_gb "
+                f"{resources.gpu_memory_gb:g} (preflight: skip)")  # fmt: skip
+    return None
+
+
+def oom_row(trial: TrialPlan, trial_id: str, oom: str) -> InfeasibleRow:
+    """The infeasible row of a trial that ran out of memory at every batch it tried: every batch down to 1 after
+    ``oom: retry_halved``, else its own."""
+    smallest = 1 if oom == "retry_halved" else trial.settings.training.per_device_train_batch_size
+    return {"params": trial.params, "reason": "oom", "trial_id": trial_id, "batches_tried": [smallest]}
+
+
 def read_infeasible(sweep_dir: Path) -> list[dict[str, Any]]:
     return read_json(sweep_dir / INFEASIBLE_FILE) or []
 
@@ -179,10 +192,12 @@ def calibrate_from(spec: Spec, sweep: SweepRecord | None) -> tuple[float, int]:
     pairs = []
     for t in sweep.trials if sweep is not None else []:
         measured = estimate.measured_peak_gb(t.final)
-        settings = trial_settings(spec, t.params)
-        batch = t.final.get("sweeper/per_device_train_batch_size")
+        settings = recorded_settings(spec, t)
+        batch = t.final.get(PER_DEVICE_TRAIN_BATCH_SIZE)
         if isinstance(batch, int):  # the attempt that ran through (after OOM retries)
-            settings["training"]["per_device_train_batch_size"] = batch
+            settings = settings.with_training(
+                settings.training.model_copy(update={"per_device_train_batch_size": batch})
+            )
         setup = estimate.setup_from_settings(settings)
         if measured is not None and setup is not None:
             pairs.append((setup, measured[0]))

@@ -11,7 +11,7 @@ import math
 import random
 from typing import Any
 
-from sweeper.config.spec import MODEL_PARAMETERS, Parameter, Spec, parameter_values
+from sweeper.config.spec import Parameter, Spec, parameter_values
 from sweeper.errors import SpecError
 
 # Short labels for trial names and progress lines.
@@ -82,41 +82,6 @@ def sample_value(name: str, p: Parameter, rng: random.Random) -> Any:
         ) from None
 
 
-def trial_settings(spec: Spec, params: dict[str, Any]) -> dict[str, Any]:
-    """Plain-data settings of one trial: the spec's model/data/training sections with params applied."""
-    settings = {
-        "model": spec.model.model_dump(),
-        "data": spec.data.model_dump(),
-        "training": spec.training.model_dump(),
-    }
-    for name, value in params.items():
-        path = MODEL_PARAMETERS.get(name, ("training", name))
-        node = settings
-        for part in path[:-1]:
-            node = node[part]
-        node[path[-1]] = value
-    return settings
-
-
-def effective_batch(training: dict[str, Any], devices: int = 1) -> int:
-    """Examples per optimizer step: per-device batch x accumulation x devices."""
-    return int(training["per_device_train_batch_size"]) * int(training["gradient_accumulation_steps"]) * devices
-
-
-def halve(training: dict[str, Any]) -> dict[str, Any] | None:
-    """The next OOM retry: a smaller per-device batch and more accumulation, same effective batch.
-
-    Half the batch when it is even, else its largest divisor below it (3 -> 1 x 3); None at batch 1.
-    """
-    batch = int(training["per_device_train_batch_size"])
-    smaller = next((d for d in range(batch // 2, 0, -1) if batch % d == 0), None)
-    if smaller is None:
-        return None
-    factor = batch // smaller
-    return {**training, "per_device_train_batch_size": smaller,
-            "gradient_accumulation_steps": int(training["gradient_accumulation_steps"]) * factor}  # fmt: skip
-
-
 def label(params: dict[str, Any], names: list[str] | None = None) -> str:
     """A short human label such as ``lr=5e-05 ga=8``."""
     keys = names if names is not None else list(params)
@@ -127,21 +92,6 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
-
-
-def planned_examples(training: dict[str, Any], n_train: int) -> int:
-    """Examples a trial sees if it runs to the end (the Trainer drops no partial last batch)."""
-    per_step = effective_batch(training)
-    if int(training["max_steps"]) > 0:
-        return int(training["max_steps"]) * per_step
-    steps_per_epoch = max(1, math.ceil(math.ceil(n_train / training["per_device_train_batch_size"])
-                                       / training["gradient_accumulation_steps"]))  # fmt: skip
-    return int(math.ceil(float(training["num_train_epochs"]) * steps_per_epoch)) * per_step
-
-
-def report_interval(training: dict[str, Any]) -> int:
-    """Examples between two logged results of a trial."""
-    return effective_batch(training) * int(training["logging_steps"])
 
 
 def corner_configs(spec: Spec) -> list[dict[str, Any]]:

@@ -5,10 +5,10 @@ No Ray here: ``sweeper.tune`` calls the gate after every result, ``replay`` call
 
 from __future__ import annotations
 
-from sweeper.prune.gate import PruningGate, build_pruner, fail_stale_trials, from_wandb
+from sweeper.prune.gate import PruningGate, build_pruner, fail_stale_trials
 from sweeper.prune.guard import is_flagged, verdict
 from sweeper.prune.replay import replay_text
-from sweeper.prune.study import build_gate, fixed_params, forget_gate, gate_settings, optuna_distributions
+from sweeper.prune.study import build_gate, fixed_params, forget_gate, optuna_distributions
 
 __all__ = [
     "PruningGate",
@@ -17,8 +17,6 @@ __all__ = [
     "fail_stale_trials",
     "fixed_params",
     "forget_gate",
-    "from_wandb",
-    "gate_settings",
     "is_flagged",
     "optuna_distributions",
     "replay_text",

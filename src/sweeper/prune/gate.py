@@ -20,6 +20,7 @@ from typing import Any
 
 from sweeper.config.pruners import PRUNER_ARGS
 from sweeper.plan.budget import Budget
+from sweeper.records.metrics import STALE
 
 
 def resolve_args(config: dict[str, Any], budget: Budget) -> dict[str, Any]:
@@ -57,39 +58,23 @@ def build_pruner(config: dict[str, Any], budget: Budget) -> Any:
 
     name = config.get("pruner", "median")
     args = resolve_args(config, budget)
-    if name == "median":
-        return optuna.pruners.MedianPruner(**args)
-    if name == "percentile":
-        return optuna.pruners.PercentilePruner(**args)
-    if name == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(**args)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(**args)
-    if name == "wilcoxon":
-        return optuna.pruners.WilcoxonPruner(**args)
-    if name == "threshold":
-        return optuna.pruners.ThresholdPruner(**args)
-    if name == "peer":
-        return PeerPruner(**args)
+    pruners = {
+        "median": optuna.pruners.MedianPruner,
+        "percentile": optuna.pruners.PercentilePruner,
+        "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+        "hyperband": optuna.pruners.HyperbandPruner,
+        "wilcoxon": optuna.pruners.WilcoxonPruner,
+        "threshold": optuna.pruners.ThresholdPruner,
+        "peer": PeerPruner,
+    }
+    if name in pruners:
+        return pruners[name](**args)
     if name == "patient":
         wrapped = args.pop("wrapped", None)
         warmup = config.get("warmup_fraction", 0.1)
         inner = build_pruner({**wrapped, "warmup_fraction": warmup}, budget) if wrapped else None
         return optuna.pruners.PatientPruner(inner, **args)
     return optuna.pruners.NopPruner()
-
-
-def from_wandb(config: dict[str, Any], budget: Budget) -> dict[str, Any]:
-    """W&B's ``{type: hyperband, min_iter, eta}`` as Optuna's HyperbandPruner.
-
-    W&B counts ``min_iter`` in logged results; one logged result here is one grid interval of examples.
-    """
-    out: dict[str, Any] = {"type": "optuna", "pruner": "hyperband", "reduction_factor": int(config.get("eta", 3))}
-    if "min_iter" in config:
-        out["min_resource"] = int(config["min_iter"]) * budget.grid
-    if "max_iter" in config:
-        out["max_resource"] = int(config["max_iter"]) * budget.grid
-    return out
 
 
 @dataclass
@@ -220,6 +205,6 @@ def fail_stale_trials(storage: str, study_name: str) -> int:
         return 0
     stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     for trial in stale:
-        study._storage.set_trial_user_attr(trial._trial_id, "sweeper/stale", "driver died; rerun by sweeper resume")
+        study._storage.set_trial_user_attr(trial._trial_id, STALE, "driver died; rerun by sweeper resume")
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
     return len(stale)

@@ -19,8 +19,11 @@ from typing import Any
 
 from sweeper.config.spec import Spec
 from sweeper.errors import TrialsError
-from sweeper.plan.budget import Budget, common_grid, sweep_budget
-from sweeper.prune.gate import PruningGate, build_pruner, from_wandb
+from sweeper.plan.budget import Budget, common_grid
+from sweeper.plan.compile import sweep_budget
+from sweeper.plan.pruning import from_wandb
+from sweeper.prune.gate import PruningGate, build_pruner
+from sweeper.records.metrics import EXAMPLES_SEEN, TOKENS_SEEN
 from sweeper.records.store import SweepRecord
 
 
@@ -47,7 +50,7 @@ class Outcome:
         return self.spent / self.full if self.full else 1.0
 
 
-def curves_from_sweep(sweep: SweepRecord, metric: str, step_key: str = "sweeper/examples_seen") -> list[Curve]:
+def curves_from_sweep(sweep: SweepRecord, metric: str, step_key: str = EXAMPLES_SEEN) -> list[Curve]:
     curves = []
     for t in sweep.trials:
         if t.status not in ("completed", "pruned"):
@@ -77,15 +80,27 @@ def curves_from_log_history(path: Path, metric: str, examples_per_step: int = 1)
     return Curve(path.stem, points, points[-1][0], points[-1][1])
 
 
-def simulate(curves: list[Curve], config: dict[str, Any], direction: str, budget: Budget, concurrency: int = 1,
-             order: list[int] | None = None, smoothing: float = 0.0, gate: Any = None) -> Outcome:  # fmt: skip
+@dataclass(frozen=True)
+class Replay:
+    """One way to replay curves: the pruner (Optuna arguments, direction, budget, smoothing) and the concurrency."""
+
+    config: dict[str, Any]
+    direction: str
+    budget: Budget
+    concurrency: int = 1
+    smoothing: float = 0.0
+
+
+def simulate(curves: list[Curve], replay: Replay, order: list[int] | None = None, gate: Any = None) -> Outcome:
     """Run the curves through a fresh in-memory study; decisions depend only on the inputs.
 
     ``gate`` replaces the PruningGate with any object of the same interface (add, report, prune,
     complete): the benchmark passes Ray's ASHA that way.
     """
+    concurrency, direction = replay.concurrency, replay.direction
     if gate is None:
-        gate = PruningGate(build_pruner(config, budget), direction, budget.grid, smoothing=smoothing)
+        gate = PruningGate(build_pruner(replay.config, replay.budget), direction, replay.budget.grid,
+                           smoothing=replay.smoothing)  # fmt: skip
     queue = [curves[i] for i in (order if order is not None else range(len(curves)))]
     running: list[tuple[int, int, Curve]] = []  # (start time, next point index, curve)
     clock, outcome = 0, Outcome(full=sum(c.total for c in curves))
@@ -131,15 +146,14 @@ def _score(outcome: Outcome, curves: list[Curve], direction: str) -> None:
         outcome.regret = 1.0
 
 
-def over_orders(curves: list[Curve], config: dict[str, Any], direction: str, budget: Budget, concurrency: int,
-                n_orders: int, seed: int = 0, smoothing: float = 0.0) -> dict[str, float]:  # fmt: skip
+def over_orders(curves: list[Curve], replay: Replay, n_orders: int, seed: int = 0) -> dict[str, float]:
     """Means over random trial arrival orders: compute ratio, winner kept, regret."""
     rng = random.Random(seed)
     outcomes = []
     for _ in range(n_orders):
         order = list(range(len(curves)))
         rng.shuffle(order)
-        outcomes.append(simulate(curves, config, direction, budget, concurrency, order, smoothing))
+        outcomes.append(simulate(curves, replay, order))
     return {
         "compute": statistics.mean(o.ratio for o in outcomes),
         "winner_kept": statistics.mean(1.0 if o.winner_kept else 0.0 for o in outcomes),
@@ -173,8 +187,8 @@ def load_curves(paths: list[Path], metric: str | None, examples_per_step: int) -
         sweep = load_sweep(paths[0])
         spec = Spec.model_validate(sweep.meta["spec"])
         metric = metric or spec.metric.name
-        step_key = "sweeper/tokens_seen" if spec.early_terminate and spec.early_terminate.step_unit == "tokens" \
-            else "sweeper/examples_seen"  # fmt: skip
+        step_key = TOKENS_SEEN if spec.early_terminate and spec.early_terminate.step_unit == "tokens" \
+            else EXAMPLES_SEEN  # fmt: skip
         return curves_from_sweep(sweep, metric, step_key), (spec, sweep.meta), metric, spec.metric.goal
     metric = metric or "rewards/margins"
     missing = [p for p in paths if not p.is_file()]
@@ -183,24 +197,41 @@ def load_curves(paths: list[Path], metric: str | None, examples_per_step: int) -
     return [curves_from_log_history(p, metric, examples_per_step) for p in paths], None, metric, "maximize"
 
 
-def replay_text(paths: list[Path], pruner: str | None, overrides: dict[str, Any], metric: str | None,
-                goal: str | None, concurrency: int, n_orders: int, seed: int, smoothing: float | None,
-                examples_per_step: int) -> str:  # fmt: skip
-    curves, recorded, metric, spec_goal = load_curves(paths, metric, examples_per_step)
-    direction = goal or spec_goal
+@dataclass(frozen=True)
+class ReplayOptions:
+    """``python -m sweeper replay``: what to replay (a sweep folder or log_history files) and how."""
+
+    paths: list[Path]
+    pruner: str | None = None  # None: the pruner the sweep ran with (median for log_history files)
+    overrides: dict[str, Any] = field(default_factory=dict)  # pruner arguments given as --set key=value
+    metric: str | None = None
+    goal: str | None = None
+    concurrency: int = 1
+    n_orders: int = 0  # random arrival orders to average over, besides the recorded order
+    seed: int = 0
+    smoothing: float | None = None  # None: the sweep's own
+    examples_per_step: int = 1  # log_history files count optimizer steps: examples per step
+
+
+def replay_text(options: ReplayOptions) -> str:
+    paths, metric = options.paths, options.metric
+    curves, recorded, metric, spec_goal = load_curves(paths, metric, options.examples_per_step)
+    direction = options.goal or spec_goal
     if not curves:
         raise TrialsError(f"{paths[0]}: no completed or pruned trial logged '{metric}': nothing to replay")
     if recorded is not None:
         config, budget, recorded_smoothing = sweep_config(*recorded)
     else:
         config, budget, recorded_smoothing = {"type": "optuna", "pruner": "median"}, budget_of(curves), 0.0
-    if pruner is not None:
-        config = {"type": "optuna", "pruner": pruner, "warmup_fraction": config.get("warmup_fraction", 0.1)}
-    config = {**config, **overrides}
+    if options.pruner is not None:
+        config = {"type": "optuna", "pruner": options.pruner, "warmup_fraction": config.get("warmup_fraction", 0.1)}
+    config = {**config, **options.overrides}
     _check(config)
-    smooth = recorded_smoothing if smoothing is None else smoothing
+    smooth = recorded_smoothing if options.smoothing is None else options.smoothing
     named = config.get("pruner", "median")
-    outcome = simulate(curves, config, direction, budget, concurrency, None, smooth)
+    concurrency, n_orders = options.concurrency, options.n_orders
+    replay = Replay(config, direction, budget, concurrency, smooth)
+    outcome = simulate(curves, replay)
     lines = [
         f"Replaying {len(curves)} trial(s) from {', '.join(map(str, paths))} on {metric} ({direction}) with Optuna "
         f"{named} ({_args_text(config)}), grid {budget.grid} examples, concurrency {concurrency}",
@@ -214,7 +245,7 @@ def replay_text(paths: list[Path], pruner: str | None, overrides: dict[str, Any]
                  f"full-grid winner {outcome.winner} {'kept' if outcome.winner_kept else 'PRUNED'}; "
                  f"regret {outcome.regret:.3f}")  # fmt: skip
     if n_orders > 0:
-        means = over_orders(curves, config, direction, budget, concurrency, n_orders, seed, smooth)
+        means = over_orders(curves, replay, n_orders, options.seed)
         lines.append(f"  over {n_orders} random orders: compute {means['compute']:.2f}, winner kept "
                      f"{means['winner_kept']:.2f}, regret {means['regret']:.3f}")  # fmt: skip
     return "\n".join(lines)

@@ -1,7 +1,7 @@
-"""The sweep's Optuna study: its settings as plain data, the one PruningGate per sweep built from them, and
-the search space as Optuna distributions (for ``method: bayes``).
+"""The sweep's Optuna study: the one PruningGate per sweep, built from its GateSettings (sweeper.plan.pruning),
+and the search space as Optuna distributions (for ``method: bayes``).
 
-Ray Tune deep-copies schedulers and searchers, so they carry ``gate_settings`` and find the sweep's gate here,
+Ray Tune deep-copies schedulers and searchers, so they carry the GateSettings and find the sweep's gate here,
 by key, at first use (both run in the driver). Light module: imports neither torch nor ray.
 """
 
@@ -10,56 +10,34 @@ from __future__ import annotations
 from typing import Any
 
 from sweeper.config.spec import Spec
+from sweeper.plan.pruning import GateSettings
+from sweeper.prune.gate import PruningGate, build_pruner
 
-_GATES: dict[str, Any] = {}
-
-
-def gate_settings(spec: Spec, storage: str, budget: Any) -> dict[str, Any]:
-    """Plain data that build_gate turns into the sweep's PruningGate."""
-    from sweeper.prune.gate import from_wandb
-
-    et = spec.early_terminate
-    if et is None:
-        config: dict[str, Any] = {"type": "optuna", "pruner": "nop"}
-    elif et.type == "hyperband":
-        config = {**from_wandb(et.arguments, budget), "warmup_fraction": et.warmup_fraction}
-    else:
-        config = et.arguments
-    return {
-        "key": f"{storage}#{spec.name}",
-        "config": config,
-        "budget": budget,
-        "direction": spec.metric.goal,
-        "smoothing": et.smoothing if et else 0.0,
-        "storage": storage,
-        "study_name": spec.name,
-        "seed": spec.seed,
-    }
+_GATES: dict[str, PruningGate] = {}
 
 
-def build_gate(settings: dict[str, Any]) -> Any:
-    from sweeper.prune.gate import PruningGate, build_pruner
-
-    gate = _GATES.get(settings["key"])
+def build_gate(settings: GateSettings) -> PruningGate:
+    """The sweep's PruningGate: built at first use, then the same object for every caller in this process."""
+    gate = _GATES.get(settings.key)
     if gate is None:
         import optuna
 
         gate = PruningGate(
-            build_pruner(settings["config"], settings["budget"]),
-            settings["direction"],
-            settings["budget"].grid,
-            smoothing=settings["smoothing"],
-            storage=settings["storage"],
-            study_name=settings["study_name"],
-            sampler=optuna.samplers.TPESampler(seed=settings["seed"]),
+            build_pruner(settings.config, settings.budget),
+            settings.direction,
+            settings.budget.grid,
+            smoothing=settings.smoothing,
+            storage=settings.storage,
+            study_name=settings.study_name,
+            sampler=optuna.samplers.TPESampler(seed=settings.seed),
         )
-        _GATES[settings["key"]] = gate
+        _GATES[settings.key] = gate
     return gate
 
 
-def forget_gate(settings: dict[str, Any]) -> None:
+def forget_gate(settings: GateSettings) -> None:
     """Drop the sweep's gate, so that the next build_gate opens the study afresh (a new run in this process)."""
-    _GATES.pop(settings["key"], None)
+    _GATES.pop(settings.key, None)
 
 
 def optuna_distributions(spec: Spec) -> dict[str, Any]:

@@ -7,12 +7,21 @@ from __future__ import annotations
 
 from sweeper.records.heldout import PairLogps, answer_stats, choice_metrics, generation_metrics, preference_metrics
 from sweeper.records.refcache import Logps, signature
+from sweeper.records.schema import (
+    AttemptRow,
+    EvaluationRecord,
+    InfeasibleRow,
+    PrunedRecord,
+    SweepMeta,
+    TrialSettingsRecord,
+)
 from sweeper.records.storage import is_uri, join, read_record, trial_record, write_record
 from sweeper.records.store import (
     ATTEMPTS_FILE,
     BASE_EVALUATION_FILE,
     EVALUATION_FILE,
     PRUNED_FILE,
+    SETTINGS_FILE,
     STATUSES,
     SWEEP_FILE,
     SweepRecord,
@@ -25,11 +34,18 @@ from sweeper.records.store import (
 from sweeper.records.tracking import check_tracking, trackers_for
 
 __all__ = [
+    "AttemptRow",
+    "EvaluationRecord",
+    "InfeasibleRow",
+    "PrunedRecord",
+    "SweepMeta",
+    "TrialSettingsRecord",
     "ATTEMPTS_FILE",
     "BASE_EVALUATION_FILE",
     "EVALUATION_FILE",
     "Logps",
     "PRUNED_FILE",
+    "SETTINGS_FILE",
     "PairLogps",
     "STATUSES",
     "SWEEP_FILE",

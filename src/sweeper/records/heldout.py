@@ -7,6 +7,7 @@ turn its per-row numbers into what ``evaluation.json`` holds. Light module: no t
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -79,9 +80,7 @@ def repeated_ngram_ratio(tokens: Sequence[str], n: int = 3) -> float | None:
     grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
     if not grams:
         return None
-    counts: dict[tuple[str, ...], int] = {}
-    for g in grams:
-        counts[g] = counts.get(g, 0) + 1
+    counts = Counter(grams)
     return sum(1 for g in grams if counts[g] > 1) / len(grams)
 
 

@@ -24,9 +24,11 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from sweeper.records.files import publish_folder
+from sweeper.records.versions import package_versions
 
 CACHE_DIRNAME = "refcache"
 MANIFEST_FILE = "manifest.json"
@@ -197,13 +199,7 @@ def cache_key(components: dict[str, Any]) -> str:
 
 
 def library_versions() -> dict[str, str]:
-    found = {}
-    for name in KEY_VERSIONS:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "absent"
-    return found
+    return package_versions(KEY_VERSIONS, absent="absent")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,11 +227,10 @@ def write_cache(root: Path, components: dict[str, Any], train: Logps, eval_logps
     try:
         (staging / VALUES_FILE).write_bytes(values)
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)  # a corrupt earlier copy: replaced
-        os.rename(staging, target)
-    finally:
+    except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        raise
+    publish_folder(staging, target, replace=True)  # a corrupt earlier copy: replaced
     return target
 
 

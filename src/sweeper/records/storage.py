@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sweeper.errors import TrialsError
 from sweeper.records.store import json_text, read_json, write_json
 
 
@@ -49,7 +50,10 @@ def write_record(location: str, data: Any) -> None:
 def read_record(location: str) -> Any:
     """A record written by write_record, or None when absent or unreadable."""
     if not is_uri(location):
-        return read_json(Path(location))
+        try:
+            return read_json(Path(location))
+        except TrialsError:  # corrupt: the live progress line does without it (load_sweep says which file)
+            return None
     import pyarrow.fs
 
     try:

@@ -18,18 +18,23 @@ Light module: imports neither torch nor ray.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweeper.errors import TrialsError
+from sweeper.errors import TrialsError, first_line
+from sweeper.records.files import write_text_atomic
+from sweeper.records.legacy import legacy_settings
+from sweeper.records.metrics import ATTEMPT, DONE, OOM
+from sweeper.records.schema import AttemptRow, EvaluationRecord, PrunedRecord, SweepMeta, TrialSettingsRecord
 
 SWEEP_FILE = "sweep.json"
 PRUNED_FILE = "pruned.json"
 ATTEMPTS_FILE = "attempts.json"
 EVALUATION_FILE = "evaluation.json"
+SETTINGS_FILE = "settings.json"  # the trial's resolved model/data/training settings (plan.TrialSettings.as_dict)
 BASE_EVALUATION_FILE = "evaluation_base.json"
-DONE = "sweeper/done"
 STATUSES = ("completed", "pruned", "oom", "error", "unfinished")
 
 
@@ -43,13 +48,16 @@ class TrialRecord:
     final: dict[str, Any] = field(default_factory=dict)  # the last result (the final summary when completed)
     error: str | None = None
     adapter: Path | None = None  # the trained LoRA adapter (the trial's last checkpoint)
-    # pruned.json: {"step", "examples_seen", "value", "reason", "saved_examples", "saved_s"}
-    pruned: dict[str, Any] | None = None
-    # attempts.json: one entry per attempt, e.g. {"per_device_train_batch_size", "gradient_accumulation_steps",
-    # "status": "oom" | "completed", "step"}; empty when the first attempt ran through
-    attempts: list[dict[str, Any]] = field(default_factory=list)
-    # evaluation.json: {"status": "evaluated" | "skipped" | "error", "reason", "preference", "multiple_choice", ...}
-    evaluation: dict[str, Any] | None = None
+    pruned: PrunedRecord | None = None  # pruned.json
+    attempts: list[AttemptRow] = field(default_factory=list)  # attempts.json; empty when the first attempt fit
+    evaluation: EvaluationRecord | None = None  # evaluation.json
+    # settings.json: {"model": {...}, "data": {...}, "training": {...}} as the trial resolved them (load_sweep
+    # rebuilds them for records written before it existed; None when even the sweep's spec is missing)
+    settings: TrialSettingsRecord | None = None
+
+    def training(self, name: str) -> Any:
+        """One of the trial's training settings (``learning_rate``, ``beta``, ...), or None when unknown."""
+        return ((self.settings or {}).get("training") or {}).get(name)
 
     def value(self, metric: str) -> float | None:
         """The trial's last reported value of a metric."""
@@ -62,20 +70,17 @@ class TrialRecord:
 @dataclass
 class SweepRecord:
     path: Path
-    meta: dict[str, Any]
+    meta: SweepMeta
     trials: list[TrialRecord]
     # evaluation_base.json: one record per base model (usually one), shaped like TrialRecord.evaluation
-    base_evaluation: list[dict[str, Any]] = field(default_factory=list)
+    base_evaluation: list[EvaluationRecord] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return str(self.meta.get("name", self.path.name))
 
     def by_status(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for t in self.trials:
-            counts[t.status] = counts.get(t.status, 0) + 1
-        return counts
+        return dict(Counter(t.status for t in self.trials))
 
 
 def json_text(data: Any) -> str:
@@ -85,10 +90,7 @@ def json_text(data: Any) -> str:
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (a crash never leaves half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json_text(data), encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, json_text(data))
 
 
 def load_sweep(path: str | Path) -> SweepRecord:
@@ -104,6 +106,9 @@ def load_sweep(path: str | Path) -> SweepRecord:
     except json.JSONDecodeError as exc:
         raise TrialsError(f"{meta_file}: unreadable JSON ({exc.msg}, line {exc.lineno})") from None
     trials = [load_trial(d) for d in sorted(path.iterdir()) if (d / "params.json").is_file()]
+    for t in trials:  # records of releases before settings.json: rebuilt from the recorded spec
+        if t.settings is None:
+            t.settings = legacy_settings(meta.get("spec"), t.params)
     bases = read_json(path / BASE_EVALUATION_FILE)
     return SweepRecord(path=path, meta=meta, trials=trials, base_evaluation=bases if isinstance(bases, list) else [])
 
@@ -118,9 +123,9 @@ def load_trial(path: Path) -> TrialRecord:
     attempts = read_json(path / ATTEMPTS_FILE) or []
     status = trial_status(done, pruned is not None, bool(attempts) and attempts[-1].get("status") == "oom", error)
     # every logged step of the attempt that counts (the last one, after out-of-memory retries)
-    curve = [r for r in results if not r.get(DONE) and not r.get("sweeper/oom")]
-    last_attempt = max((r.get("sweeper/attempt", 1) for r in curve), default=1)
-    curve = [r for r in curve if r.get("sweeper/attempt", 1) == last_attempt]
+    curve = [r for r in results if not r.get(DONE) and not r.get(OOM)]
+    last_attempt = max((r.get(ATTEMPT, 1) for r in curve), default=1)
+    curve = [r for r in curve if r.get(ATTEMPT, 1) == last_attempt]
     # Ray writes the trial id into every result; folders are named <trial id>--<label>.
     trial_id = str(results[0]["trial_id"]) if results and "trial_id" in results[0] else path.name.split("--")[0]
     return TrialRecord(
@@ -135,6 +140,7 @@ def load_trial(path: Path) -> TrialRecord:
         pruned=pruned,
         attempts=attempts,
         evaluation=read_json(path / EVALUATION_FILE),
+        settings=read_json(path / SETTINGS_FILE),
     )
 
 
@@ -164,13 +170,17 @@ def last_run(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def read_json(path: Path) -> Any:
-    """A small JSON record, or None when absent or unreadable."""
+    """A small JSON record, or None when absent. A record that is there but not JSON is a TrialsError naming the
+    file: sweeper writes its records atomically, so a broken one was damaged after the fact."""
     if not path.is_file():
         return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TrialsError(
+            f"{path}: corrupt record ({type(exc).__name__}: {first_line(exc)}): restore it from a "
+            "copy or delete it (the trial then reads as if it had never been written)"
+        ) from None
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:

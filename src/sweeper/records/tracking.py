@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from sweeper.errors import SweeperError
+from sweeper.errors import SweeperError, first_line
+from sweeper.records.metrics import STATUS, SWEEP, TRIAL_ID
 
 LOCAL_FILE = "tracking.jsonl"
 NEPTUNE_DIR = "neptune"
@@ -127,8 +128,8 @@ class NeptuneTracker:
         from neptune.utils import stringify_unsupported
 
         run = self._init_run(f"{self.sweep_name}/{trial_id}", self.tags)
-        run["sweeper/sweep"] = self.sweep_name
-        run["sweeper/trial_id"] = trial_id
+        run[SWEEP] = self.sweep_name
+        run[TRIAL_ID] = trial_id
         run["parameters"] = stringify_unsupported(params)
         self.runs[trial_id] = run
         self.steps[trial_id] = 0
@@ -147,14 +148,14 @@ class NeptuneTracker:
     def end_trial(self, trial_id: str, status: str) -> None:
         run = self.runs.pop(trial_id, None)
         if run is not None:
-            run["sweeper/status"] = status
+            run[STATUS] = status
             run.stop()
 
     def sweep(self, summary: dict[str, Any], report: Path | None) -> None:
         from neptune.utils import stringify_unsupported
 
         run = self._init_run(f"{self.sweep_name} (sweep)", [*self.tags, "sweep"])
-        run["sweeper/sweep"] = self.sweep_name
+        run[SWEEP] = self.sweep_name
         run["summary"] = stringify_unsupported(summary)
         if report is not None and Path(report).is_file():
             run["report"].upload(str(report))
@@ -182,7 +183,7 @@ class Trackers:
                 getattr(tracker, method)(*args)
             except Exception as exc:  # a tracker never fails a trial or the sweep
                 self.broken.add(tracker.name)
-                first = (str(exc).strip().splitlines() or [""])[0][:200]
+                first = first_line(exc)
                 print(f"WARNING: tracker '{tracker.name}' failed in {method} ({type(exc).__name__}: {first}); "
                       "the sweep goes on without it", file=self.stream or sys.stderr, flush=True)  # fmt: skip
 

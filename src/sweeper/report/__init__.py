@@ -8,7 +8,7 @@ from __future__ import annotations
 from sweeper.report.compare import render_compare, write_compare
 from sweeper.report.dashboard import serve
 from sweeper.report.markdown import render_report, write_report
-from sweeper.report.summary import beta_scaled, metric_of, spec_of, trials_frame
+from sweeper.report.summary import beta_scaled, metric_of, trials_frame
 
 __all__ = [
     "beta_scaled",
@@ -16,7 +16,6 @@ __all__ = [
     "render_compare",
     "render_report",
     "serve",
-    "spec_of",
     "trials_frame",
     "write_compare",
     "write_report",

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.errors import TrialsError
+from sweeper.records.files import write_text_atomic
 from sweeper.records.store import SweepRecord, best_trial
 from sweeper.report.markdown import fmt, memory_cell, status_counts, usd
 from sweeper.report.summary import compute, metric_of, runner_up, trial_row
+from sweeper.report.tables import table
 
 # Spec keys that differ between any two sweeps by construction, not by design.
 IGNORED_KEYS = ("name", "output.")
@@ -32,11 +34,11 @@ def render_compare(sweeps: Sequence[SweepRecord]) -> str:
         lines += ["⚠ The sweeps optimise different metrics: " + ", ".join(f"`{m}` ({g})" for m, g in sorted(metrics))
                   + "; each column's best trial is by its own metric.", ""]  # fmt: skip
     columns = [_overview(s) for s in sweeps]
-    lines += _table(["", *names], [[name, *[col[i] for col in columns]] for i, name in enumerate(OVERVIEW_ROWS)])
+    lines += table(["", *names], [[name, *[col[i] for col in columns]] for i, name in enumerate(OVERVIEW_ROWS)])
     diffs = spec_differences(sweeps)
     lines += ["", "## What differs in the specs", ""]
     if diffs:
-        lines += _table(["spec key", *names], [[f"`{k}`", *[fmt(v) for v in vals]] for k, vals in diffs])
+        lines += table(["spec key", *names], [[f"`{k}`", *[fmt(v) for v in vals]] for k, vals in diffs])
     else:
         lines.append("Nothing: the specs are the same apart from their names.")
     lines += ["", "## Same configuration, each sweep", "", *_by_config(sweeps)]
@@ -49,9 +51,7 @@ def write_compare(sweeps: Sequence[SweepRecord], reports_dir: Path) -> Path:
                           "pass e.g. trials/smoke trials/smoke-8bit")  # fmt: skip
     reports_dir.mkdir(parents=True, exist_ok=True)
     out = reports_dir / f"{compare_name(sweeps)}.md"
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text(render_compare(sweeps), encoding="utf-8")
-    tmp.replace(out)
+    write_text_atomic(out, render_compare(sweeps))
     return out
 
 
@@ -119,11 +119,7 @@ def _by_config(sweeps: Sequence[SweepRecord]) -> list[str]:
             configs.setdefault(key, {})[s.path.name] = value if t.status == "completed" else f"{value} ({t.status})"
     rows = [[key, *[cells.get(s.path.name, "") for s in sweeps]] for key, cells in sorted(configs.items())]
     head = ["configuration", *[s.path.name for s in sweeps]]
-    return [f"Final `{metric}` per configuration:", "", *_table(head, rows)]
-
-
-def _table(head: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *["| " + " | ".join(r) + " |" for r in rows]]
+    return [f"Final `{metric}` per configuration:", "", *table(head, rows)]
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sweeper.records.heldout import answer_stats, generation_metrics
+from sweeper.report.tables import row, table
 
 # The held-out winner: best preference rate, ties broken by the mean log-prob margin.
 RANK_KEYS = ("rate", "margin_mean")
@@ -172,7 +173,7 @@ def heldout_section(sweep: Any, best: Any) -> list[str]:
                               for name in (r.get("multiple_choice") or {})))  # fmt: skip
     head = ["model", "status", "pref rate", "Δ vs base", "per token", "log-prob margin", "reward accuracy",
             *[f"{name} acc (norm)" for name in sets], "sample tokens", "distinct-2", "eval s"]  # fmt: skip
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = table(head)
     bases = {b.get("label", "base"): preference(b).get("rate") for b in sweep.base_evaluation}
     for b in sweep.base_evaluation:
         lines.append(_row(f"{b.get('label', 'base')}", b, None, sets))
@@ -203,7 +204,7 @@ def heldout_section(sweep: Any, best: Any) -> list[str]:
 def _row(label: str, record: dict[str, Any], base_rate: float | None, sets: list[str]) -> str:
     if record.get("status") != "evaluated":
         reason = record.get("reason") or "?"
-        return "| " + " | ".join([label, f"{record.get('status', '?')}: {reason}", *["-"] * (8 + len(sets))]) + " |"
+        return row([label, f"{record.get('status', '?')}: {reason}", *["-"] * (8 + len(sets))])
     p, g = record.get("preference") or {}, record.get("generation") or {}
     mc = record.get("multiple_choice") or {}
     delta = None if base_rate is None or p.get("rate") is None else p["rate"] - base_rate
@@ -211,7 +212,7 @@ def _row(label: str, record: dict[str, Any], base_rate: float | None, sets: list
              _pct(p.get("rate_norm")), _signed(p.get("margin_mean")), _pct(p.get("reward_accuracy")),
              *[f"{_pct(mc[s].get('accuracy'))} ({_pct(mc[s].get('accuracy_norm'))})" if s in mc else "-" for s in sets],
              _f(g.get("n_tokens")), _f(g.get("distinct_2")), _f(record.get("seconds"))]  # fmt: skip
-    return "| " + " | ".join(cells) + " |"
+    return row(cells)
 
 
 def _signed(value: Any) -> str:

@@ -10,6 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sweeper.errors import last_line
+from sweeper.records.files import write_text_atomic
+from sweeper.records.metrics import GPU_NAME, STEP
 from sweeper.records.store import STATUSES, SweepRecord, TrialRecord, best_trial
 from sweeper.report.evalstats import has_evaluation, heldout_section, verdict_line
 from sweeper.report.summary import (
@@ -24,6 +27,7 @@ from sweeper.report.summary import (
     runner_up,
     trial_rows,
 )
+from sweeper.report.tables import table
 
 # Relative difference under which the winner and the runner-up are called a tie.
 TIE = 0.01
@@ -58,9 +62,7 @@ def write_report(sweep: SweepRecord, reports_dir: Path) -> Path:
     plots = write_plots(sweep, reports_dir / sweep.name)
     export_tables(sweep)
     out = reports_dir / f"{sweep.name}.md"
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text(render_report(sweep, plots), encoding="utf-8")
-    tmp.replace(out)
+    write_text_atomic(out, render_report(sweep, plots))
     return out
 
 
@@ -95,7 +97,7 @@ def header(sweep: SweepRecord) -> list[str]:
 
 def hardware(sweep: SweepRecord) -> str:
     text = str((sweep.meta.get("host") or {}).get("hardware", "?"))
-    gpus = sorted({str(t.final["sweeper/gpu_name"]) for t in sweep.trials if t.final.get("sweeper/gpu_name")})
+    gpus = sorted({str(t.final[GPU_NAME]) for t in sweep.trials if t.final.get(GPU_NAME)})
     if gpus:
         text += f" ({', '.join(gpus)})"
     acct = accounting(sweep)
@@ -150,7 +152,7 @@ def verdict_warnings(best: TrialRecord, value: float | None, second: float | Non
         out.append(f"ran after {len(ooms)} out-of-memory attempt(s): finished at per-device batch "
                    f"{last.get('per_device_train_batch_size')} × accumulation {last.get('gradient_accumulation_steps')}"
                    f" (effective batch {last.get('effective_batch', '?')}).")  # fmt: skip
-    steps = best.value("sweeper/step")
+    steps = best.value(STEP)
     if steps is not None and steps < MIN_STEPS:
         out.append(f"only {fmt(steps)} optimizer steps (fewer than {MIN_STEPS}): this ranks early training, "
                    "not where the trials would end.")  # fmt: skip
@@ -205,11 +207,9 @@ def trials_table(sweep: SweepRecord, best: TrialRecord | None) -> list[str]:
     if any(r["predicted_peak_gb"] is not None for r in rows):
         columns.append(("predicted", lambda r: gib(r["predicted_peak_gb"])))
     head = ["trial", *[c[0] for c in columns]]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for t, row in zip(sweep.trials, rows, strict=True):
-        mark = " ★" if t is best else ""
-        lines.append("| " + " | ".join([f"`{t.trial_id}`{mark}", *[fn(row) for _, fn in columns]]) + " |")
-    return lines
+    cells = [[f"`{t.trial_id}`{' ★' if t is best else ''}", *[fn(r) for _, fn in columns]]
+             for t, r in zip(sweep.trials, rows, strict=True)]  # fmt: skip
+    return table(head, cells)
 
 
 def memory_cell(row: dict[str, Any]) -> str:
@@ -256,7 +256,7 @@ def failure_line(t: TrialRecord) -> str:
         return f"- `{t.trial_id}`: out of memory at every attempt ({tried or 'no attempt recorded'})"
     if t.status == "unfinished":
         return f"- `{t.trial_id}`: unfinished (no final result and no error: still running, or the driver stopped)"
-    return f"- `{t.trial_id}`: {_last_line(t.error)} (traceback: `{t.path.name}/error.txt`)"
+    return f"- `{t.trial_id}`: {last_line(t.error)} (traceback: `{t.path.name}/error.txt`)"
 
 
 def _params_text(params: dict[str, Any]) -> str:
@@ -277,8 +277,3 @@ def fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
-
-
-def _last_line(text: str | None) -> str:
-    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
-    return lines[-1][:200] if lines else "unknown error"

@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sweeper.records.metrics import CUDA_MAX_RESERVED_MB, EXAMPLES_SEEN, PEAK_RSS_MB, PREDICTED_PEAK_GB
 from sweeper.records.store import SweepRecord, TrialRecord
-from sweeper.report.summary import MARGINS, PREDICTED, batch_of, learning_rate_of, metric_of, spec_of
+from sweeper.report.summary import MARGINS, batch_of, learning_rate_of, metric_of
 
 # name -> what it shows (the report's caption); the order of the report's "Plots" section
 PLOTS = {
@@ -72,15 +73,14 @@ def _curves(ax: Any, sweep: SweepRecord, metric: str) -> bool:
 
 
 def _memory(ax: Any, sweep: SweepRecord) -> bool:
-    spec = spec_of(sweep)
     measured, predicted, oom = [], [], []
     for t in sweep.trials:
-        batch, _ = batch_of(spec, t)
+        batch, _ = batch_of(t)
         peak = peak_gib(t)
         if batch is not None and peak is not None:
             measured.append((batch, peak))
-        if batch is not None and t.value(PREDICTED) is not None:
-            predicted.append((batch, t.value(PREDICTED)))
+        if batch is not None and t.value(PREDICTED_PEAK_GB) is not None:
+            predicted.append((batch, t.value(PREDICTED_PEAK_GB)))
         oom += [a["per_device_train_batch_size"] for a in t.attempts
                 if a.get("status") == "oom" and a.get("per_device_train_batch_size") is not None]  # fmt: skip
     if not measured and not predicted:
@@ -102,11 +102,10 @@ def _memory(ax: Any, sweep: SweepRecord) -> bool:
 
 
 def _heatmap(ax: Any, sweep: SweepRecord) -> bool:
-    spec = spec_of(sweep)
     metric, goal = metric_of(sweep)
     cells: dict[tuple[float, int], float] = {}
     for t in sweep.trials:
-        lr, (batch, accumulation), value = learning_rate_of(spec, t), batch_of(spec, t), t.value(metric)
+        lr, (batch, accumulation), value = learning_rate_of(t), batch_of(t), t.value(metric)
         if lr is None or batch is None or accumulation is None or value is None:
             continue
         key = (lr, batch * accumulation)
@@ -130,7 +129,7 @@ def _heatmap(ax: Any, sweep: SweepRecord) -> bool:
 
 
 def curve_points(t: TrialRecord, metric: str) -> list[tuple[float, float]]:
-    x = "sweeper/examples_seen"
+    x = EXAMPLES_SEEN
     return [(float(r[x]), float(r[metric])) for r in t.curve
             if isinstance(r.get(metric), int | float) and isinstance(r.get(x), int | float)]  # fmt: skip
 
@@ -145,10 +144,10 @@ def stop_point(t: TrialRecord, metric: str, points: list[tuple[float, float]]) -
 
 
 def peak_gib(t: TrialRecord) -> float | None:
-    reserved = t.value("sweeper/cuda_max_reserved_mb")
+    reserved = t.value(CUDA_MAX_RESERVED_MB)
     if reserved is not None:
         return reserved / 1024
-    rss = t.value("sweeper/peak_rss_mb")
+    rss = t.value(PEAK_RSS_MB)
     return None if rss is None else rss / 1024
 
 
@@ -159,7 +158,7 @@ def matplotlib_ticker() -> Any:
 
 
 def _on_gpu(sweep: SweepRecord) -> bool:
-    return any(t.value("sweeper/cuda_max_reserved_mb") is not None for t in sweep.trials)
+    return any(t.value(CUDA_MAX_RESERVED_MB) is not None for t in sweep.trials)
 
 
 def _label(t: TrialRecord) -> str:

@@ -7,15 +7,22 @@ build frames. Light module: imports neither torch nor ray.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from sweeper.config.spec import Spec
-from sweeper.plan.space import trial_settings
+from sweeper.records.files import write_atomic
+from sweeper.records.metrics import (
+    CUDA_MAX_ALLOCATED_MB,
+    CUDA_MAX_RESERVED_MB,
+    ELAPSED_S,
+    EXAMPLES_SEEN,
+    GUARD,
+    NVML_PEAK_USED_MB,
+    PEAK_RSS_MB,
+    PREDICTED_PEAK_GB,
+    STEP,
+)
 from sweeper.records.store import SweepRecord, TrialRecord, best_trial
 from sweeper.report.evalstats import heldout_columns
 
@@ -27,8 +34,6 @@ MARGINS = "rewards/margins"
 TRL_METRICS = ("rewards/margins", "rewards/accuracies", "loss", "logps/chosen", "logps/rejected")
 # Metrics whose best value over the curve is shown too (the spec's metric is added in front).
 BEST_OF = (MARGINS,)
-GUARD = "sweeper/guard"
-PREDICTED = "sweeper/predicted_peak_gb"
 DEFAULT_GPU_HOUR_USD = 2.0
 # Fewer optimizer steps than this and the verdict says the ranking is of early training only.
 MIN_STEPS = 50
@@ -54,29 +59,6 @@ class Accounting:
 def metric_of(sweep: SweepRecord) -> tuple[str, str]:
     metric = sweep.meta.get("metric") or {}
     return str(metric.get("name", MARGINS)), str(metric.get("goal", "maximize"))
-
-
-def spec_of(sweep: SweepRecord) -> Spec | None:
-    """The sweep's Spec; keys this version does not know (a newer sweeper wrote sweep.json) are dropped."""
-    data = copy.deepcopy(sweep.meta.get("spec"))
-    for _ in range(2):
-        try:
-            return Spec.model_validate(data)
-        except ValidationError as exc:
-            extra = [e["loc"] for e in exc.errors() if e["type"] == "extra_forbidden"]
-            if not extra or not isinstance(data, dict):
-                return None  # an old or hand-edited sweep.json still renders, without derived columns
-            for loc in extra:
-                _drop(data, loc)
-    return None
-
-
-def _drop(data: dict[str, Any], loc: tuple[Any, ...]) -> None:
-    node: Any = data
-    for key in loc[:-1]:
-        node = node.get(key) if isinstance(node, dict) else None
-    if isinstance(node, dict):
-        node.pop(loc[-1], None)
 
 
 def accounting(sweep: SweepRecord) -> Accounting:
@@ -108,32 +90,25 @@ def guard_of(t: TrialRecord) -> str | None:
     return None
 
 
-def batch_of(spec: Spec | None, t: TrialRecord) -> tuple[int | None, int | None]:
+def batch_of(t: TrialRecord) -> tuple[int | None, int | None]:
     """(per-device batch, accumulation) the trial last ran with: after OOM retries, its last attempt's."""
     if t.attempts:
         last = t.attempts[-1]
         if last.get("per_device_train_batch_size") is not None:
             return int(last["per_device_train_batch_size"]), _int(last.get("gradient_accumulation_steps"))
-    if spec is None:
-        return None, None
-    training = trial_settings(spec, t.params)["training"]
-    return int(training["per_device_train_batch_size"]), int(training["gradient_accumulation_steps"])
+    return _int(t.training("per_device_train_batch_size")), _int(t.training("gradient_accumulation_steps"))
 
 
-def learning_rate_of(spec: Spec | None, t: TrialRecord) -> float | None:
-    if "learning_rate" in t.params:
-        return float(t.params["learning_rate"])
-    return None if spec is None else float(trial_settings(spec, t.params)["training"]["learning_rate"])
+def learning_rate_of(t: TrialRecord) -> float | None:
+    return _num(t.training("learning_rate"))
 
 
-def trial_row(sweep: SweepRecord, t: TrialRecord, spec: Spec | None = None,
-              acct: Accounting | None = None) -> dict[str, Any]:  # fmt: skip
+def trial_row(sweep: SweepRecord, t: TrialRecord, acct: Accounting | None = None) -> dict[str, Any]:
     """One trial as a flat dict of raw values (None where unknown): a row of trials.csv."""
-    spec = spec if spec is not None else spec_of(sweep)
     acct = acct or accounting(sweep)
     metric, goal = metric_of(sweep)
-    batch, accumulation = batch_of(spec, t)
-    elapsed = t.value("sweeper/elapsed_s")
+    batch, accumulation = batch_of(t)
+    elapsed = t.value(ELAPSED_S)
     row: dict[str, Any] = {"trial_id": t.trial_id}
     row.update({name: t.params.get(name) for name in sweep.meta.get("swept", [])})
     row.update({
@@ -142,8 +117,8 @@ def trial_row(sweep: SweepRecord, t: TrialRecord, spec: Spec | None = None,
         "effective_batch": batch * accumulation if batch and accumulation else None,
         "status": t.status,
         "attempts": max(len(t.attempts), 1),
-        "stopped_step": _stop(t, "step", "sweeper/step"),
-        "stopped_examples": _stop(t, "examples_seen", "sweeper/examples_seen"),
+        "stopped_step": _stop(t, "step", STEP),
+        "stopped_examples": _stop(t, "examples_seen", EXAMPLES_SEEN),
         "stop_reason": _reason(t),
     })  # fmt: skip
     for name in dict.fromkeys([metric, *TRL_METRICS]):
@@ -152,16 +127,16 @@ def trial_row(sweep: SweepRecord, t: TrialRecord, spec: Spec | None = None,
         row[f"best {name}"] = best_value(t, name, goal if name == metric else "maximize")
     row.update({
         "guard": guard_of(t),
-        "steps": _int(t.value("sweeper/step")),
-        "examples_seen": _int(t.value("sweeper/examples_seen")),
+        "steps": _int(t.value(STEP)),
+        "examples_seen": _int(t.value(EXAMPLES_SEEN)),
         "wall_s": elapsed,
         f"{acct.unit.lower()}_hours": acct.hours(elapsed),
         "cost_usd": acct.usd(elapsed),
-        "peak_rss_mb": t.value("sweeper/peak_rss_mb"),
-        "cuda_max_allocated_mb": t.value("sweeper/cuda_max_allocated_mb"),
-        "cuda_max_reserved_mb": t.value("sweeper/cuda_max_reserved_mb"),
-        "nvml_peak_used_mb": t.value("sweeper/nvml_peak_used_mb"),
-        "predicted_peak_gb": t.value(PREDICTED),
+        "peak_rss_mb": t.value(PEAK_RSS_MB),
+        "cuda_max_allocated_mb": t.value(CUDA_MAX_ALLOCATED_MB),
+        "cuda_max_reserved_mb": t.value(CUDA_MAX_RESERVED_MB),
+        "nvml_peak_used_mb": t.value(NVML_PEAK_USED_MB),
+        "predicted_peak_gb": t.value(PREDICTED_PEAK_GB),
         "saved_s": _num((t.pruned or {}).get("saved_s")),
         "saved_examples": _int((t.pruned or {}).get("saved_examples")),
     })  # fmt: skip
@@ -170,8 +145,8 @@ def trial_row(sweep: SweepRecord, t: TrialRecord, spec: Spec | None = None,
 
 
 def trial_rows(sweep: SweepRecord) -> list[dict[str, Any]]:
-    spec, acct = spec_of(sweep), accounting(sweep)
-    return [trial_row(sweep, t, spec, acct) for t in sweep.trials]
+    acct = accounting(sweep)
+    return [trial_row(sweep, t, acct) for t in sweep.trials]
 
 
 def trials_frame(sweep: SweepRecord) -> pd.DataFrame:
@@ -181,26 +156,12 @@ def trials_frame(sweep: SweepRecord) -> pd.DataFrame:
     return pd.DataFrame(trial_rows(sweep))
 
 
-def curves_frame(sweep: SweepRecord) -> pd.DataFrame:
-    """Every logged step of every trial, long form: trial_id, status, then the step's numeric results."""
-    import pandas as pd
-
-    rows = [
-        {"trial_id": t.trial_id, "status": t.status,
-         **{k: v for k, v in r.items() if isinstance(v, int | float) and not isinstance(v, bool)}}
-        for t in sweep.trials for r in t.curve
-    ]  # fmt: skip
-    return pd.DataFrame(rows)
-
-
 def export_tables(sweep: SweepRecord) -> list[Path]:
     """Write trials/<name>/trials.csv and trials.parquet (the DataFrame of trials_frame)."""
     frame = trials_frame(sweep)
     csv, parquet = (sweep.path / name for name in TABLES)
-    frame.to_csv(csv.with_suffix(".csv.tmp"), index=False)
-    csv.with_suffix(".csv.tmp").replace(csv)
-    frame.to_parquet(parquet.with_suffix(".parquet.tmp"), index=False)
-    parquet.with_suffix(".parquet.tmp").replace(parquet)
+    write_atomic(csv, lambda tmp: frame.to_csv(tmp, index=False))
+    write_atomic(parquet, lambda tmp: frame.to_parquet(tmp, index=False))
     return [csv, parquet]
 
 
@@ -224,7 +185,7 @@ class Compute:
 
 def compute(sweep: SweepRecord) -> Compute:
     acct = accounting(sweep)
-    spent = sum(t.value("sweeper/elapsed_s") or 0.0 for t in sweep.trials)
+    spent = sum(t.value(ELAPSED_S) or 0.0 for t in sweep.trials)
     pruned = [t.pruned for t in sweep.trials if t.pruned]
     saved = sum(float(p.get("saved_s") or 0.0) for p in pruned)
     examples = sum(int(p.get("saved_examples") or 0) for p in pruned)

@@ -8,6 +8,7 @@ Light at import time: the model work (sweeper.train.evaluate) and ray are import
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import sys
@@ -16,10 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from pydantic import ValidationError
+
+from sweeper.config.safeyaml import load_yaml
 from sweeper.config.spec import EvaluationSection, Spec, parse_spec
 from sweeper.data import mcq
 from sweeper.errors import TrialsError
-from sweeper.plan.space import trial_settings
+from sweeper.plan.settings import recorded_settings, resolve
+from sweeper.records.files import write_text_atomic
 from sweeper.records.store import (
     BASE_EVALUATION_FILE,
     EVALUATION_FILE,
@@ -29,7 +34,7 @@ from sweeper.records.store import (
     write_json,
 )
 from sweeper.report import evalstats
-from sweeper.report.summary import metric_of, spec_of
+from sweeper.report.summary import metric_of
 
 SAMPLES_FILE = "samples.md"
 
@@ -50,17 +55,35 @@ def evaluation_of(sweep: SweepRecord, config: Path | None = None) -> EvaluationS
     spec = _spec(sweep)
     if config is None:
         return spec.evaluation or EvaluationSection()
-    import yaml
-
     if not config.is_file():
         raise TrialsError(f"{config}: evaluation config not found: check the path")
-    try:
-        raw = yaml.safe_load(config.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise TrialsError(f"{config}: invalid YAML: {str(exc).splitlines()[0]}: fix the syntax") from None
+    raw = load_yaml(config)  # the specs' hardened loader: size, aliases, nesting, duplicate keys, secrets
     section = raw.get("evaluation", raw) if isinstance(raw, dict) else raw
     return parse_spec({**spec.model_dump(mode="json"), "evaluation": section}, source=str(config)).evaluation \
         or EvaluationSection()  # fmt: skip
+
+
+def spec_of(sweep: SweepRecord) -> Spec | None:
+    """The sweep's Spec; keys this version does not know (a newer sweeper wrote sweep.json) are dropped."""
+    data = copy.deepcopy(sweep.meta.get("spec"))
+    for _ in range(2):
+        try:
+            return Spec.model_validate(data)
+        except ValidationError as exc:
+            extra = [e["loc"] for e in exc.errors() if e["type"] == "extra_forbidden"]
+            if not extra or not isinstance(data, dict):
+                return None
+            for loc in extra:
+                _drop(data, loc)
+    return None
+
+
+def _drop(data: dict[str, Any], loc: tuple[Any, ...]) -> None:
+    node: Any = data
+    for key in loc[:-1]:
+        node = node.get(key) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        node.pop(loc[-1], None)
 
 
 def _spec(sweep: SweepRecord) -> Spec:
@@ -122,15 +145,18 @@ def plan(sweep: SweepRecord, evaluation: EvaluationSection) -> Plan:
         if reason is not None:
             out.skipped[t.trial_id] = reason
             continue
-        settings = trial_settings(spec, t.params)
-        model = {k: v for k, v in settings["model"].items() if k != "lora"}
-        group = groups.setdefault(json.dumps(model, sort_keys=True), {"model": settings["model"], "jobs": []})
-        group["jobs"].append({"key": t.trial_id, "adapter": str(t.adapter), "beta": settings["training"]["beta"],
+        settings = recorded_settings(spec, t)  # what the trial trained with (settings.json)
+        model = settings.model.model_dump(exclude={"lora"})
+        bf16 = settings.training.bf16  # the dtype the trial trained in
+        group = groups.setdefault(json.dumps([model, bf16], sort_keys=True),
+                                  {"model": settings.model, "bf16": bf16, "jobs": []})  # fmt: skip
+        group["jobs"].append({"key": t.trial_id, "adapter": str(t.adapter), "beta": settings.training.beta,
                               "generate": t.trial_id in out.sampled})  # fmt: skip
     if not groups:  # nothing finished: the base alone is still worth a row
-        groups[""] = {"model": trial_settings(spec, {})["model"], "jobs": []}
+        base = resolve(spec, {})
+        groups[""] = {"model": base.model, "bf16": base.training.bf16, "jobs": []}
     for g in groups.values():
-        label = "base" if len(groups) == 1 else f"base ({g['model']['quantization']})"
+        label = "base" if len(groups) == 1 else f"base ({g['model'].quantization})"
         g["label"] = label
         g["jobs"].insert(0, {"key": label, "adapter": None, "generate": bool(prompts)})
         out.groups.append(g)
@@ -186,7 +212,7 @@ def run_inline(work: Plan, common: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
     records: dict[str, dict[str, Any]] = {}
     for g in work.groups:
-        for r in run_jobs({**common, "model": g["model"], "jobs": g["jobs"]}):
+        for r in run_jobs({**common, "model": g["model"], "bf16": g["bf16"], "jobs": g["jobs"]}):
             records[r["key"]] = r
     return records
 
@@ -201,6 +227,7 @@ def run_ray(work: Plan, common: dict[str, Any], address: str) -> dict[str, dict[
         {
             **common,
             "model": g["model"],
+            "bf16": g["bf16"],
             "jobs": [{**job, "files": _adapter_files(job["adapter"]) if job["adapter"] else None}],
         }
         for g in work.groups
@@ -230,7 +257,7 @@ def follow_up(work: Plan, common: dict[str, Any], where: str | None,
 
 
 def save(sweep: SweepRecord, work: Plan, records: dict[str, dict[str, Any]]) -> None:
-    bases = [{**records[g["label"]], "label": g["label"], "model": g["model"]} for g in work.groups]
+    bases = [{**records[g["label"]], "label": g["label"], "model": g["model"].model_dump()} for g in work.groups]
     write_json(sweep.path / BASE_EVALUATION_FILE, bases)
     base_of = {j["key"]: g["label"] for g in work.groups for j in g["jobs"][1:]}
     for t in sweep.trials:
@@ -274,9 +301,7 @@ def write_samples(sweep: SweepRecord, work: Plan, records: dict[str, dict[str, A
     text = evalstats.samples_text(sweep.name, work.data["prompts"], models, evaluation.max_new_tokens, evaluation.seed)
     path = reports_dir / sweep.name / SAMPLES_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, text)
     return path
 
 

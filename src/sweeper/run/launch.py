@@ -11,17 +11,20 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
 from sweeper.config.spec import Spec, load_spec, spec_hash
 from sweeper.errors import SweeperError
 from sweeper.plan import estimate, preflight
-from sweeper.plan.space import effective_batch, expand, n_trials, swept_names, trial_settings
+from sweeper.plan.compile import SweepPlan, compile_plan
+from sweeper.plan.space import n_trials, swept_names
+from sweeper.records.schema import SweepMeta
 from sweeper.records.store import SWEEP_FILE, SweepRecord, best_trial, load_sweep, write_json
 from sweeper.records.tracking import check_tracking, trackers_for
+from sweeper.records.versions import package_versions
 from sweeper.report.markdown import write_report
 from sweeper.report.summary import beta_scaled
 from sweeper.tune.cluster import copy_from_storage, max_failures
@@ -29,19 +32,18 @@ from sweeper.tune.cluster import copy_from_storage, max_failures
 VERSIONED = ("sweeper", "torch", "transformers", "trl", "peft", "bitsandbytes", "ray", "optuna", "datasets")
 
 
-def plan_table(spec: Spec, configs: list[dict[str, Any]], planned: list[preflight.Planned],
-               infeasible: list[dict[str, Any]] | None = None) -> list[str]:  # fmt: skip
+def plan_table(plan: SweepPlan, infeasible: list[dict[str, Any]] | None = None) -> list[str]:
     """Aligned lines: one per trial, its parameter values, effective batch, predicted GPU peak and a flag."""
+    spec = plan.spec
     names = list(spec.parameters)
     head = ["#", *names, "effective batch", "predicted GB", "flag"]
     oom_before = [r["params"] for r in infeasible or [] if r.get("reason") == "oom"]
     over = "skipped" if spec.resources.preflight == "skip" else "OVER"
     rows = []
-    for i, (params, p) in enumerate(zip(configs, planned, strict=True), 1):
-        training = trial_settings(spec, params)["training"]
-        flag = "OOM before" if params in oom_before else (over if p.over else "")
+    for i, p in enumerate(plan.trials, 1):
+        flag = "OOM before" if p.params in oom_before else (over if p.over else "")
         gb = "?" if p.predicted_gb is None else f"{p.predicted_gb:.1f}"
-        rows.append([str(i), *[_cell(params[n]) for n in names], str(effective_batch(training)), gb, flag])
+        rows.append([str(i), *[_cell(p.params[n]) for n in names], str(p.effective_batch), gb, flag])
     widths = [max(len(r[c]) for r in [head, *rows]) for c in range(len(head))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in [head, *rows]]
 
@@ -82,19 +84,18 @@ def dry_run(spec: Spec, spec_path: Path, out: TextIO) -> None:
         for name, p in spec.parameters.items():
             print(f"  {name}: {p.model_dump(exclude_none=True)}", file=out)
         return
-    configs = expand(spec)
     earlier = _earlier_sweep(spec)
     coef, n_measured = preflight.calibrate_from(spec, earlier)
-    planned = preflight.plan(spec, configs, coef)
-    for line in plan_table(spec, configs, planned, _infeasible(earlier)):
+    plan = compile_plan(spec, coef=coef)
+    for line in plan_table(plan, _infeasible(earlier)):
         print("  " + line, file=out)
-    for line in preflight_lines(spec, configs, planned, coef, n_measured, earlier):
+    for line in preflight_lines(plan, n_measured, earlier):
         print(line, file=out)
 
 
-def preflight_lines(spec: Spec, configs: list[dict[str, Any]], planned: list[preflight.Planned], coef: float,
-                    n_measured: int, earlier: SweepRecord | None) -> list[str]:  # fmt: skip
+def preflight_lines(plan: SweepPlan, n_measured: int, earlier: SweepRecord | None) -> list[str]:
     """What the preflight found: the GPU budget, over-budget trials, the calibration and the cost line."""
+    spec, planned, coef = plan.spec, plan.trials, plan.coef
     n_over = sum(p.over for p in planned)
     budget = spec.resources.gpu_memory_gb
     lines = [f"Preflight: peak GPU memory predicted from the model's shape for one {budget:g} GB GPU "
@@ -108,7 +109,7 @@ def preflight_lines(spec: Spec, configs: list[dict[str, Any]], planned: list[pre
             f"  activation coefficient {coef:.3g} refit from {n_measured} measured trial(s) of "
             f"{earlier.path if earlier else '?'} (default {estimate.ACTIVATION_COEF:g})"
         )
-    lines.append(preflight.cost_line(spec, configs, preflight.measured_throughput(earlier)))
+    lines.append(preflight.cost_line(plan, preflight.measured_throughput(earlier)))
     return lines
 
 
@@ -124,75 +125,121 @@ def _infeasible(sweep: SweepRecord | None) -> list[dict[str, Any]]:
     return preflight.read_infeasible(sweep.path) if sweep is not None else []
 
 
+@dataclass
+class Launch:
+    """One launch as it goes: the spec and where it writes, what the preflight found, where it prints."""
+
+    spec: Spec
+    spec_path: Path
+    address: str | None
+    verbose: bool
+    out: TextIO
+    earlier: SweepRecord | None = None  # an earlier launch of this sweep: measured peaks, OOM configs
+    coef: float = estimate.ACTIVATION_COEF  # the memory estimate's activation coefficient (refit from earlier)
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # left out by the preflight (infeasible.json)
+
+    @property
+    def sweep_dir(self) -> Path:
+        return Path(self.spec.output.trials_dir) / self.spec.name
+
+    def say(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+
 def launch(spec_path: str | Path, address: str | None = None, dry: bool = False, verbose: bool = False,
            out: TextIO | None = None) -> Path | None:  # fmt: skip
     """Run a sweep; return the report's path (None for a dry run)."""
     out = out or sys.stdout
     spec_path = Path(spec_path)
     spec = absolute_paths(load_spec(spec_path))
-    configs = expand(spec)
     if dry:
         dry_run(spec, spec_path, out)
         return None
-    for line in describe(spec, spec_path):
-        print(line, file=out)
+    run = Launch(spec, spec_path, address, verbose, out)
+    check_before_data(run)
+    prepared = prepare(run)  # bad data stops here: nothing is written under trials/ before this line
+    meta = record_start(run, prepared)
+    counts = run_trials(run, prepared, meta)
+    return finish_sweep(spec, run.sweep_dir, address, out, f"finished in {counts.get('wall_s', meta['wall_s'])} s",
+                        {"wall_s": meta["wall_s"]})  # fmt: skip
+
+
+def check_before_data(run: Launch) -> None:
+    """What can be checked from the spec alone: the plan, multiple-choice sets, the preflight, the trackers."""
+    spec = run.spec
+    for line in describe(spec, run.spec_path):
+        run.say(line)
     if spec.evaluation is not None:  # a bad multiple-choice set fails now, not after the trials
         from sweeper.run.evalrun import check_sets
 
         check_sets(spec.evaluation)
-    sweep_dir = Path(spec.output.trials_dir) / spec.name
-    earlier = _earlier_sweep(spec)
-    configs, skipped = run_preflight(spec, configs, earlier, out)
+    run.earlier = _earlier_sweep(spec)
+    run.coef, n_measured = preflight.calibrate_from(spec, run.earlier)
+    run.skipped = run_preflight(compile_plan(spec, coef=run.coef), n_measured, run.earlier, run.out)
     for line in check_tracking(spec):
-        print(line, file=out)
+        run.say(line)
 
-    print("Preparing data and tokenizer ...", file=out, flush=True)
-    from sweeper.train.prepare import prepare_data, save_prepared
 
-    prepared = prepare_data(spec)  # bad data stops here: nothing is written under trials/ before this line
+def prepare(run: Launch) -> Any:
+    """The sweep's rows, loaded, validated, split and rendered once (train/prepare)."""
+    run.say("Preparing data and tokenizer ...")
+    from sweeper.train.prepare import prepare_data
+
+    prepared = prepare_data(run.spec)
     summary = prepared.summary()
-    print(f"  {summary['rows']}; {summary['n_train']} train / {summary['n_test']} held out; "
-          f"system prompt via {summary['system_turn']}", file=out)  # fmt: skip
+    run.say(f"  {summary['rows']}; {summary['n_train']} train / {summary['n_test']} held out; "
+            f"system prompt via {summary['system_turn']}")  # fmt: skip
+    return prepared
+
+
+def record_start(run: Launch, prepared: Any) -> dict[str, Any]:
+    """trials/<name>/ for this launch (an earlier one set aside): infeasible.json, the rows, sweep.json."""
+    from sweeper.train.prepare import save_prepared
+
+    sweep_dir = run.sweep_dir
     moved = set_aside(sweep_dir)
     if moved:
-        print(f"An earlier sweep '{spec.name}' was moved to {moved}", file=out)
-    if skipped:
-        preflight.record_infeasible(sweep_dir, skipped)
+        run.say(f"An earlier sweep '{run.spec.name}' was moved to {moved}")
+    if run.skipped:
+        preflight.record_infeasible(sweep_dir, run.skipped)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     save_prepared(prepared, sweep_dir / "data")
-    meta = sweep_meta(spec, spec_path, summary)
-    meta["n_skipped"] = len(skipped)  # left out by the preflight (infeasible.json)
+    meta = sweep_meta(run.spec, run.spec_path, prepared.summary())
+    meta["n_skipped"] = len(run.skipped)
     write_json(sweep_dir / SWEEP_FILE, meta)
+    return meta
 
+
+def run_trials(run: Launch, prepared: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    """Start Ray, compile the plan with the training rows known, run it through Tune; sweep.json keeps the times."""
     from sweeper.tune import raytune, runtime
 
+    spec, address, sweep_dir = run.spec, run.address, run.sweep_dir
     started = time.monotonic()
-    print(f"Starting Ray ({'cluster ' + address if address else 'local, on 127.0.0.1'}) ...", file=out, flush=True)
+    run.say(f"Starting Ray ({'cluster ' + address if address else 'local, on 127.0.0.1'}) ...")
     try:
-        resources = runtime.init_ray(address, spec.resources.num_cpus, verbose)
+        resources = runtime.init_ray(address, spec.resources.num_cpus, run.verbose)
         gpus = resolve_gpus(spec, resources)
         meta["host"]["ray"] = {"address": address or "local", "resources": resources, "gpus_per_trial": gpus}
         meta["host"]["hardware"] = hardware_text(resources)
-        print(f"  Ray up in {time.monotonic() - started:.1f} s: {hardware_text(resources)}; "
-              f"{spec.resources.cpus_per_trial:g} CPU and {gpus:g} GPU per trial", file=out)  # fmt: skip
+        run.say(f"  Ray up in {time.monotonic() - started:.1f} s: {hardware_text(resources)}; "
+                f"{spec.resources.cpus_per_trial:g} CPU and {gpus:g} GPU per trial")  # fmt: skip
         write_json(sweep_dir / SWEEP_FILE, meta)
-        gate = pruning_plan(spec, len(prepared.train), prepared.tokens_per_example, sweep_dir)
-        if gate is not None and spec.method == "bayes":  # TPE never proposes what ran out of memory before
-            gate["infeasible"] = _infeasible(earlier)  # preflight.ruled_out_by reads the OOM rows among them
+        # the spec compiled once, now that the training rows are known: planned lengths, budget, the study;
+        # TPE never proposes what ran out of memory before (preflight.ruled_out_by reads the OOM rows among them)
+        plan = compile_plan(spec, len(prepared.train), prepared.tokens_per_example, study_storage(sweep_dir),
+                            _infeasible(run.earlier), run.coef).without(r["params"] for r in run.skipped)  # fmt: skip
         failures = max_failures(spec, address)
         if failures:
-            print(f"  a trial whose node or worker dies reruns from scratch, up to {failures} time(s) "
-                  "(resources.max_failures)", file=out)  # fmt: skip
-        counts = raytune.run_sweep(spec, configs, prepared.train, prepared.test, Path(spec.output.trials_dir), gpus,
-                                   gate=gate, max_failures=failures,
-                                   trackers=trackers_for(spec, sweep_dir))  # fmt: skip
+            run.say(f"  a trial whose node or worker dies reruns from scratch, up to {failures} time(s) "
+                    "(resources.max_failures)")  # fmt: skip
+        return raytune.run_sweep(plan, prepared.train, prepared.test, gpus, max_failures=failures,
+                                 trackers=trackers_for(spec, sweep_dir))  # fmt: skip
     finally:
-        meta["finished_at"] = _now()
+        meta["finished_at"] = utc_now()
         meta["wall_s"] = round(time.monotonic() - started, 1)
         write_json(sweep_dir / SWEEP_FILE, meta)
         runtime.shutdown_ray()
-    return finish_sweep(spec, sweep_dir, address, out, f"finished in {counts.get('wall_s', meta['wall_s'])} s",
-                        {"wall_s": meta["wall_s"]})  # fmt: skip
 
 
 def finish_sweep(spec: Spec, sweep_dir: Path, address: str | None, out: TextIO, headline: str,
@@ -201,7 +248,7 @@ def finish_sweep(spec: Spec, sweep_dir: Path, address: str | None, out: TextIO, 
     copy_from_storage(spec, sweep_dir)
     sweep = load_sweep(sweep_dir)
     preflight.record_infeasible(sweep_dir, preflight.oom_rows(sweep))
-    for line in calibration_lines(spec, expand(spec), sweep):
+    for line in calibration_lines(spec, sweep):
         print(line, file=out)
     if spec.evaluation is not None:  # held-out evidence for the winner, before the report names it
         from sweeper.run.evalrun import evaluate_sweep
@@ -224,53 +271,43 @@ def finish_sweep(spec: Spec, sweep_dir: Path, address: str | None, out: TextIO, 
     return report
 
 
-def pruning_plan(spec: Spec, n_train: int, tokens_per_example: float, sweep_dir: Path) -> dict[str, Any] | None:
-    """Settings of the sweep's Optuna study, or None when neither pruning nor bayes needs one."""
-    if spec.early_terminate is None and spec.method != "bayes":
-        return None
-    from sweeper.plan.budget import sweep_budget
-    from sweeper.prune.study import gate_settings
-
-    storage = f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
-    return gate_settings(spec, storage, sweep_budget(spec, n_train, tokens_per_example))
+def study_storage(sweep_dir: Path) -> str:
+    """The sweep's Optuna study (pruning and bayes): trials/<name>/optuna.db."""
+    return f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
 
 
-def run_preflight(spec: Spec, configs: list[dict[str, Any]], earlier: SweepRecord | None,
-                  out: TextIO) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
-    """Print over-budget trials; with preflight: skip, drop them (and configs that ran out of memory at every
-    batch in the earlier launch). Returns the configs to run and the infeasible rows to record."""
+def run_preflight(plan: SweepPlan, n_measured: int, earlier: SweepRecord | None, out: TextIO) -> list[dict[str, Any]]:
+    """Print over-budget trials; with preflight: skip, return them (and configs that ran out of memory at every
+    batch in the earlier launch) as the infeasible rows to record and leave out."""
+    spec = plan.spec
     if spec.method == "bayes":
-        return configs, []
-    coef, n_measured = preflight.calibrate_from(spec, earlier)
-    planned = preflight.plan(spec, configs, coef)
-    for line in preflight_lines(spec, configs, planned, coef, n_measured, earlier):
+        return []
+    for line in preflight_lines(plan, n_measured, earlier):
         print(line, file=out)
-    for i, p in enumerate(planned, 1):
+    for i, p in enumerate(plan.trials, 1):
         if p.over:
             print(f"  trial {i} {p.params}: predicted {p.predicted_gb:.1f} GB", file=out)
     if spec.resources.preflight != "skip":
-        return configs, []
-    skipped = preflight.infeasible_rows(planned, spec.resources.gpu_memory_gb)
+        return []
+    skipped = preflight.infeasible_rows(plan.trials, spec.resources.gpu_memory_gb)
     skipped += [r for r in _infeasible(earlier) if r.get("reason") == "oom"]
-    keep = [c for c in configs if c not in [r["params"] for r in skipped]]
-    if not keep:
+    if not plan.without(r["params"] for r in skipped).trials:
         raise SweeperError(
             f"resources.preflight: every trial is predicted above resources.gpu_memory_gb "
             f"({spec.resources.gpu_memory_gb:g} GB) or ran out of memory before: lower "
             "per_device_train_batch_size or max_length, or set preflight: warn to run them anyway"
         )
-    return keep, skipped
+    return skipped
 
 
-def calibration_lines(spec: Spec, configs: list[dict[str, Any]], sweep: SweepRecord) -> list[str]:
+def calibration_lines(spec: Spec, sweep: SweepRecord) -> list[str]:
     """After the trials: refit the activation coefficient from measured GPU peaks and re-predict."""
     coef, n = preflight.calibrate_from(spec, sweep)
     if not n:
         return ["Memory: no GPU peaks measured (CPU trials): the estimator was not recalibrated"]
     lines = [f"Memory: activation coefficient refit from {n} measured trial(s): "
              f"{estimate.ACTIVATION_COEF:g} -> {coef:.3g}; re-predicted peaks:"]  # fmt: skip
-    before = preflight.plan(spec, configs)
-    after = preflight.plan(spec, configs, coef)
+    before, after = compile_plan(spec).trials, compile_plan(spec, coef=coef).trials
     for b, a in zip(before, after, strict=True):
         lines.append(f"  {b.params}: {b.predicted_gb} -> {a.predicted_gb} GB{' (over budget)' if a.over else ''}")
     return lines
@@ -324,7 +361,7 @@ def hardware_text(resources: dict[str, float]) -> str:
     return text + (f", {gpus:g} GPUs" if gpus else ", no GPU")
 
 
-def sweep_meta(spec: Spec, spec_path: Path, data_summary: dict[str, Any]) -> dict[str, Any]:
+def sweep_meta(spec: Spec, spec_path: Path, data_summary: dict[str, Any]) -> SweepMeta:
     return {
         "name": spec.name,
         "spec_path": str(spec_path),
@@ -338,19 +375,13 @@ def sweep_meta(spec: Spec, spec_path: Path, data_summary: dict[str, Any]) -> dic
         "versions": versions(),
         "git_commit": git_commit(),
         "host": {"hardware": f"{os.cpu_count()} CPUs ({platform.machine()})", "python": platform.python_version()},
-        "started_at": _now(),
+        "started_at": utc_now(),
         "finished_at": None,
     }
 
 
 def versions() -> dict[str, str]:
-    found = {}
-    for name in VERSIONED:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
+    return package_versions(VERSIONED)
 
 
 def git_commit() -> str | None:
@@ -361,7 +392,7 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def _now() -> str:
+def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 

@@ -21,8 +21,9 @@ from pydantic import ValidationError
 
 from sweeper.config.spec import Spec
 from sweeper.errors import TrialsError
+from sweeper.plan.compile import compile_plan
 from sweeper.records.store import SWEEP_FILE, load_sweep, write_json
-from sweeper.run.launch import _now, finish_sweep, hardware_text, resolve_gpus
+from sweeper.run.launch import finish_sweep, hardware_text, resolve_gpus, utc_now
 from sweeper.tune.cluster import experiment_path
 
 
@@ -73,16 +74,17 @@ def resume(sweep_path: str | Path, address: str | None = None, verbose: bool = F
     started = time.monotonic()
     print(f"Starting Ray ({'cluster ' + address if address else 'local, on 127.0.0.1'}) ...", file=out, flush=True)
     resumes: list[dict[str, Any]] = meta.setdefault("resumed", [])
-    resumes.append({"at": _now(), "address": address or "local", "trials_before": counts})
+    resumes.append({"at": utc_now(), "address": address or "local", "trials_before": counts})
     try:
         resources = runtime.init_ray(address, spec.resources.num_cpus, verbose)
         gpus = resolve_gpus(spec, resources)
         print(f"  Ray up in {time.monotonic() - started:.1f} s: {hardware_text(resources)}", file=out, flush=True)
         # Tuner.restore brings back launch's run settings: scheduler, callbacks, FailureConfig (max_failures)
-        result = raytune.resume_sweep(spec, experiment_path(spec, sweep_dir), train, test, gpus)
+        plan = compile_plan(spec, n_train=len(train))
+        result = raytune.resume_sweep(plan, experiment_path(spec, sweep_dir), train, test, gpus)
     finally:
         resumes[-1]["wall_s"] = round(time.monotonic() - started, 1)
-        meta["finished_at"] = _now()
+        meta["finished_at"] = utc_now()
         write_json(sweep_dir / SWEEP_FILE, meta)
         runtime.shutdown_ray()
     return finish_sweep(spec, sweep_dir, address, out, f"resumed and finished in {result.get('wall_s')} s",

@@ -18,18 +18,21 @@ from typing import Any
 
 import torch
 
+from sweeper.config.spec import ModelSection
 from sweeper.data.rows import make_prompt_renderer
+from sweeper.errors import first_line
 from sweeper.records.heldout import PairLogps, choice_metrics, generation_metrics, preference_metrics
-from sweeper.train.hf import load_model, set_threads, use_cuda
+from sweeper.train.hf import bf16_for, load_model, set_threads, use_cuda
 
 
 class Evaluator:
     """One base model in memory; ``activate(name, adapter_dir)`` puts a trial's adapter on it (None: the base)."""
 
-    def __init__(self, model: dict[str, Any], max_length: int, batch_size: int = 8, cpus: float = 1) -> None:
+    def __init__(self, model: ModelSection, max_length: int, batch_size: int = 8, cpus: float = 1,
+                 bf16: bool | None = None) -> None:  # fmt: skip
+        """``bf16`` is the trials' ``training.bf16``: the base is evaluated in the dtype they trained in."""
         self.threads = set_threads(cpus)  # one torch thread per CPU share (RECIPES: 2 threads on 1 core crawl)
-        bf16 = bool(use_cuda() and torch.cuda.is_bf16_supported())
-        self.tokenizer, self.base = load_model(model, bf16)
+        self.tokenizer, self.base = load_model(model, bf16_for(bf16))
         self.base.config.use_cache = True  # load_model turns it off for gradient checkpointing; generation wants it
         self.base.eval()
         self.model: Any = self.base
@@ -177,11 +180,12 @@ def evaluate_job(ev: Evaluator, job: dict[str, Any], data: dict[str, Any],
 
 
 def run_jobs(payload: dict[str, Any]) -> list[dict[str, Any]]:
-    """Load the base once, then run every job of ``payload`` (``model``, ``max_length``, ``batch_size``, ``cpus``,
-    ``data``, ``jobs``); a job's ``files`` (adapter file name → bytes) stand in for its folder on another node.
-    The base's pair log-probs are computed first when any trial job needs them as its reference."""
+    """Load the base once, then run every job of ``payload`` (``model``, ``bf16``, ``max_length``, ``batch_size``,
+    ``cpus``, ``data``, ``jobs``); a job's ``files`` (adapter file name → bytes) stand in for its folder on another
+    node. The base's pair log-probs are computed first when any trial job needs them as its reference."""
     started = time.monotonic()
-    ev = Evaluator(payload["model"], payload["max_length"], payload["batch_size"], payload.get("cpus", 1))
+    ev = Evaluator(payload["model"], payload["max_length"], payload["batch_size"], payload.get("cpus", 1),
+                   payload.get("bf16"))  # fmt: skip
     load_s = time.monotonic() - started
     data = payload["data"]
     with tempfile.TemporaryDirectory(prefix="sweeper-eval-") as work:
@@ -207,7 +211,7 @@ def _guarded(ev: Evaluator, job: dict[str, Any], data: dict[str, Any],
     try:
         return evaluate_job(ev, job, data, reference)
     except Exception as exc:  # safetensors, PEFT and CUDA raise many types; like a failed Ray trial, it is a result
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        first = first_line(exc)
         return {"status": "error", "key": job["key"], "reason": f"{type(exc).__name__}: {first}"}
 
 

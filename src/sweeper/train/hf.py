@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
+from sweeper.config.spec import DataSection, ModelSection, TrainingSection
 from sweeper.train.tiny import resolve_model
 
 
@@ -27,39 +28,42 @@ def use_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def resolve_bf16(training: dict[str, Any]) -> bool:
+def resolve_bf16(training: TrainingSection) -> bool:
     """The trial's compute dtype: bf16 where asked, else where the GPU supports it; fp32 on CPU."""
-    if training["bf16"] is not None:
-        return bool(training["bf16"])
+    return bf16_for(training.bf16)
+
+
+def bf16_for(asked: bool | None) -> bool:
+    """``training.bf16`` resolved: True/False as asked; None = bf16 where the GPU supports it, fp32 on CPU."""
+    if asked is not None:
+        return bool(asked)
     return bool(use_cuda() and torch.cuda.is_bf16_supported())
 
 
-def quantization_config(model: dict[str, Any], compute_dtype: torch.dtype) -> BitsAndBytesConfig | None:
-    if model["quantization"] == "4bit":
+def quantization_config(model: ModelSection, compute_dtype: torch.dtype) -> BitsAndBytesConfig | None:
+    if model.quantization == "4bit":
         return BitsAndBytesConfig(
             load_in_4bit=True,
-            bnb_4bit_quant_type=model["bnb_4bit_quant_type"],
-            bnb_4bit_use_double_quant=model["bnb_4bit_use_double_quant"],
+            bnb_4bit_quant_type=model.bnb_4bit_quant_type,
+            bnb_4bit_use_double_quant=model.bnb_4bit_use_double_quant,
             bnb_4bit_compute_dtype=compute_dtype,
         )
-    if model["quantization"] == "8bit":
+    if model.quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
     return None
 
 
-def load_model(model: dict[str, Any], bf16: bool) -> tuple[Any, Any]:
+def load_model(model: ModelSection, bf16: bool) -> tuple[Any, Any]:
     """Tokenizer and base model, loaded fresh for this trial (no state shared between trials)."""
-    path = resolve_model(model["name_or_path"])
+    path = resolve_model(model.name_or_path)
     dtype = torch.bfloat16 if bf16 else torch.float32
-    tokenizer = AutoTokenizer.from_pretrained(
-        path, revision=model["revision"], trust_remote_code=model["trust_remote_code"]
-    )
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=model.revision, trust_remote_code=model.trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     base = AutoModelForCausalLM.from_pretrained(
         path,
-        revision=model["revision"],
-        trust_remote_code=model["trust_remote_code"],
+        revision=model.revision,
+        trust_remote_code=model.trust_remote_code,
         quantization_config=quantization_config(model, dtype),
         dtype=dtype,
         device_map={"": 0} if use_cuda() else None,
@@ -68,44 +72,44 @@ def load_model(model: dict[str, Any], bf16: bool) -> tuple[Any, Any]:
     return tokenizer, base
 
 
-def lora_config(model: dict[str, Any]) -> Any:
+def lora_config(model: ModelSection) -> Any:
     from peft import LoraConfig
 
-    lora = model["lora"]
+    lora = model.lora
     return LoraConfig(
-        r=lora["r"],
-        lora_alpha=lora["lora_alpha"],
-        lora_dropout=lora["lora_dropout"],
-        target_modules=lora["target_modules"],
+        r=lora.r,
+        lora_alpha=lora.lora_alpha,
+        lora_dropout=lora.lora_dropout,
+        target_modules=lora.target_modules,
         task_type="CAUSAL_LM",
     )
 
 
-def dpo_config(training: dict[str, Any], data: dict[str, Any], output_dir: str, bf16: bool, has_eval: bool) -> Any:
+def dpo_config(training: TrainingSection, data: DataSection, output_dir: str, bf16: bool, has_eval: bool) -> Any:
     from trl import DPOConfig
 
-    evaluate = has_eval and training["eval_steps"] is not None
+    evaluate = has_eval and training.eval_steps is not None
     return DPOConfig(
         output_dir=output_dir,
-        per_device_train_batch_size=training["per_device_train_batch_size"],
-        per_device_eval_batch_size=training["per_device_train_batch_size"],
-        gradient_accumulation_steps=training["gradient_accumulation_steps"],
-        learning_rate=training["learning_rate"],
-        beta=training["beta"],
-        loss_type=[training["loss_type"]],
-        num_train_epochs=training["num_train_epochs"],
-        max_steps=training["max_steps"],
-        lr_scheduler_type=training["lr_scheduler_type"],
-        optim=training["optim"],
-        warmup_steps=training["warmup_steps"],
-        weight_decay=training["weight_decay"],
-        max_grad_norm=training["max_grad_norm"],
-        logging_steps=training["logging_steps"],
+        per_device_train_batch_size=training.per_device_train_batch_size,
+        per_device_eval_batch_size=training.per_device_train_batch_size,
+        gradient_accumulation_steps=training.gradient_accumulation_steps,
+        learning_rate=training.learning_rate,
+        beta=training.beta,
+        loss_type=[training.loss_type],
+        num_train_epochs=training.num_train_epochs,
+        max_steps=training.max_steps,
+        lr_scheduler_type=training.lr_scheduler_type,
+        optim=training.optim,
+        warmup_steps=training.warmup_steps,
+        weight_decay=training.weight_decay,
+        max_grad_norm=training.max_grad_norm,
+        logging_steps=training.logging_steps,
         eval_strategy="steps" if evaluate else "no",
-        eval_steps=training["eval_steps"] if evaluate else None,
-        gradient_checkpointing=training["gradient_checkpointing"],
-        seed=training["seed"],
-        max_length=data["max_length"],
+        eval_steps=training.eval_steps if evaluate else None,
+        gradient_checkpointing=training.gradient_checkpointing,
+        seed=training.seed,
+        max_length=data.max_length,
         bf16=bf16,
         use_cpu=not use_cuda(),
         save_strategy="no",  # the adapter is saved once at the end, as the trial's checkpoint

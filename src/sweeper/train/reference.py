@@ -16,6 +16,7 @@ import tempfile
 import time
 from typing import Any
 
+from sweeper.plan.settings import TrialSettings
 from sweeper.records.refcache import Logps
 
 ROW_COLUMN = "sweeper_row"  # the row's index, carried through TRL's tokenize/filter to map values back
@@ -23,7 +24,7 @@ CHOSEN, REJECTED = "ref_chosen_logps", "ref_rejected_logps"  # TRL 1.16's column
 PRECOMPUTE_BATCH = 8
 
 
-def compute_reference_logps(settings: dict[str, Any], train_rows: list[dict[str, str]],
+def compute_reference_logps(settings: TrialSettings, train_rows: list[dict[str, str]],
                             eval_rows: list[dict[str, str]], cpus: float = 1) -> dict[str, Any]:  # fmt: skip
     """``{"train": [[chosen, rejected] | None], "eval": [...], "dtype", "device", "seconds"}`` in row order.
 
@@ -36,18 +37,18 @@ def compute_reference_logps(settings: dict[str, Any], train_rows: list[dict[str,
 
     started = time.monotonic()
     set_threads(cpus)
-    bf16 = resolve_bf16(settings["training"])
-    tokenizer, base = load_model(settings["model"], bf16)
+    bf16 = resolve_bf16(settings.training)
+    tokenizer, base = load_model(settings.model, bf16)
     out: dict[str, Any] = {}
     datasets = {name: Dataset.from_list([{**row, ROW_COLUMN: i} for i, row in enumerate(rows)]) if rows else None
                 for name, rows in (("train", train_rows), ("eval", eval_rows))}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="sweeper-refs-") as work:
-        args = dpo_config(settings["training"], settings["data"], work, bf16, has_eval=False)
+        args = dpo_config(settings.training, settings.data, work, bf16, has_eval=False)
         args.precompute_ref_log_probs = True
         args.precompute_ref_batch_size = PRECOMPUTE_BATCH
         trainer = DPOTrainer(model=base, ref_model=None, args=args, train_dataset=datasets["train"],
                              eval_dataset=datasets["eval"], processing_class=tokenizer,
-                             peft_config=lora_config(settings["model"]))  # fmt: skip
+                             peft_config=lora_config(settings.model))  # fmt: skip
         for name, rows, done in (("train", train_rows, trainer.train_dataset),
                                  ("eval", eval_rows, trainer.eval_dataset)):  # fmt: skip
             values: Logps = [None] * len(rows)

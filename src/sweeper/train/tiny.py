@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from sweeper.data.synthetic import BUILTIN_DATA, corpus_texts
 from sweeper.errors import SweeperError
+from sweeper.records.files import publish_folder
 
 if TYPE_CHECKING:
     from transformers import MistralForCausalLM, PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -174,13 +175,11 @@ def ensure_tiny_model(name: str = BUILTIN_MODEL) -> Path:
         tokenizer = build_tokenizer("mistral")
         tokenizer.save_pretrained(staging)
         build_tiny_model(tokenizer).save_pretrained(staging)
-        try:
-            os.rename(staging, target)  # atomic; fails if the target exists (another process won)
-        except OSError:
-            if not _is_complete(target):
-                raise
-    finally:
+    except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if not publish_folder(staging, target) and not _is_complete(target):  # another process won the rename
+        raise SweeperError(f"{target} exists but is incomplete: delete it and run again")
     return target
 
 

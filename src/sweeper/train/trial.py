@@ -8,25 +8,53 @@ and the trial reruns at half the per-device batch and twice the accumulation (th
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import tempfile
 import time
 import weakref
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import TrainerCallback
 
+from sweeper.config.spec import TrainingSection
+from sweeper.errors import first_line
 from sweeper.plan import estimate
-from sweeper.plan.space import effective_batch, halve
+from sweeper.plan.settings import TrialSettings, effective_batch, halve
 from sweeper.prune import guard
+from sweeper.records.metrics import (
+    ATTEMPT,
+    CUDA_MAX_ALLOCATED_MB,
+    CUDA_MAX_RESERVED_MB,
+    DEVICE,
+    DONE,
+    ELAPSED_S,
+    EXAMPLES_SEEN,
+    GPU_NAME,
+    GRADIENT_ACCUMULATION_STEPS,
+    GUARD,
+    LOAD_S,
+    N_TRAIN_ROWS,
+    NVML_PEAK_USED_MB,
+    OOM,
+    PEAK_RSS_MB,
+    PER_DEVICE_TRAIN_BATCH_SIZE,
+    PREDICTED_PEAK_GB,
+    REFERENCE,
+    STEP,
+    TOKENS_SEEN,
+    TORCH_THREADS,
+    TRAIN_S,
+)
+from sweeper.records.schema import AttemptRow
 from sweeper.records.storage import write_record
 from sweeper.train import memory
 from sweeper.train.hf import dpo_config, free_memory, load_model, lora_config, resolve_bf16, set_threads, use_cuda
 
-# Our own metrics carry this prefix so they never collide with TRL's.
-PREFIX = "sweeper/"
 Report = Callable[[dict[str, Any], str | None], None]
 # What ends an attempt as out of memory: CUDA's allocator error, and Python's on CPU.
 OOM_ERRORS = (torch.OutOfMemoryError, MemoryError)
@@ -43,14 +71,14 @@ class MemoryMeter:
             torch.cuda.reset_peak_memory_stats()
 
     def read(self) -> dict[str, float]:
-        out = {f"{PREFIX}peak_rss_mb": round(memory.peak_rss_mb(), 1)}
+        out = {PEAK_RSS_MB: round(memory.peak_rss_mb(), 1)}
         if self.cuda:
-            out[f"{PREFIX}cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / memory.MIB, 1)
-            out[f"{PREFIX}cuda_max_reserved_mb"] = round(torch.cuda.max_memory_reserved() / memory.MIB, 1)
+            out[CUDA_MAX_ALLOCATED_MB] = round(torch.cuda.max_memory_allocated() / memory.MIB, 1)
+            out[CUDA_MAX_RESERVED_MB] = round(torch.cuda.max_memory_reserved() / memory.MIB, 1)
             used = memory.nvml_used_mb(torch.cuda.current_device())
             if used is not None:
                 self.nvml_peak = max(self.nvml_peak or 0.0, used)
-                out[f"{PREFIX}nvml_peak_used_mb"] = round(self.nvml_peak, 1)
+                out[NVML_PEAK_USED_MB] = round(self.nvml_peak, 1)
         return out
 
 
@@ -77,17 +105,17 @@ class ReportCallback(TrainerCallback):
         metrics = {k: v for k, v in logs.items() if isinstance(v, int | float)}
         metrics.update(self.progress(state.global_step))
         if "num_tokens" in logs:
-            metrics[f"{PREFIX}tokens_seen"] = int(logs["num_tokens"])
+            metrics[TOKENS_SEEN] = int(logs["num_tokens"])
         self.rows.append(metrics)
-        metrics[f"{PREFIX}guard"] = guard.verdict(self.rows)
+        metrics[GUARD] = guard.verdict(self.rows)
         self.last = metrics
         self.report(metrics, None)
 
     def progress(self, step: int) -> dict[str, Any]:
         return {
-            f"{PREFIX}step": step,
-            f"{PREFIX}examples_seen": step * self.examples_per_step,
-            f"{PREFIX}elapsed_s": round(time.monotonic() - self.started, 3),
+            STEP: step,
+            EXAMPLES_SEEN: step * self.examples_per_step,
+            ELAPSED_S: round(time.monotonic() - self.started, 3),
             **self.meter.read(),
             **self.attempt,
         }
@@ -104,11 +132,11 @@ class InjectOOM(TrainerCallback):
             raise torch.OutOfMemoryError(f"CUDA out of memory (injected at step {self.step} by {TEST_OOM_AT_STEP})")
 
 
-# TEST ONLY (tests/test_oom.py): SWEEPER_TEST_OOM_AT_STEP=N makes every attempt whose per-device batch is above
+# TEST ONLY (tests/train/test_oom.py): SWEEPER_TEST_OOM_AT_STEP=N makes every attempt whose per-device batch is above
 # SWEEPER_TEST_OOM_ABOVE_BATCH (default 1) raise torch.OutOfMemoryError at step N. Never set in real sweeps.
 TEST_OOM_AT_STEP = "SWEEPER_TEST_OOM_AT_STEP"
 TEST_OOM_ABOVE_BATCH = "SWEEPER_TEST_OOM_ABOVE_BATCH"
-CallbacksFor = Callable[[dict[str, Any]], list[Any]]
+CallbacksFor = Callable[[TrainingSection], list[Any]]
 
 
 def oom_injection(environ: Mapping[str, str]) -> CallbacksFor | None:
@@ -116,85 +144,120 @@ def oom_injection(environ: Mapping[str, str]) -> CallbacksFor | None:
     if not environ.get(TEST_OOM_AT_STEP):
         return None
     step, above = int(environ[TEST_OOM_AT_STEP]), int(environ.get(TEST_OOM_ABOVE_BATCH, "1"))
-    return lambda training: [InjectOOM(step)] if training["per_device_train_batch_size"] > above else []
+    return lambda training: [InjectOOM(step)] if training.per_device_train_batch_size > above else []
 
 
-def run_trial(
-    settings: dict[str, Any],
-    train_rows: list[dict[str, str]],
-    eval_rows: list[dict[str, str]],
-    report: Report,
-    cpus: float = 1,
-    callbacks: list[Any] | None = None,
-    attempt: int = 1,
-    probe: dict[str, Any] | None = None,
-    ref_logps: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Train one DPO trial; report every log step, then a final result with the adapter as checkpoint.
+@dataclass(frozen=True)
+class TrialJob:
+    """What one trial trains: its settings and rows, its CPU share, and the sweep's reference log-probs (``model.
+    reference: shared``; sweeper.train.reference.compute_reference_logps), which replace the reference forward."""
 
-    ``probe`` (filled as it goes) lets the caller see the step and the model of an attempt that raised.
-    ``ref_logps`` (sweeper.train.reference.compute_reference_logps, for ``model.reference: shared``) replaces the
-    reference forward passes.
-    """
+    settings: TrialSettings
+    train_rows: list[dict[str, Any]]
+    eval_rows: list[dict[str, Any]] = field(default_factory=list)
+    cpus: float = 1
+    ref_logps: dict[str, Any] | None = None
+
+    def with_training(self, training: TrainingSection) -> TrialJob:
+        return dataclasses.replace(self, settings=self.settings.with_training(training))
+
+
+@dataclass
+class Loaded:
+    """One attempt's models and rows, ready for the trainer."""
+
+    tokenizer: Any
+    base: Any
+    ref_model: Any  # the separate reference copy, else None (the base with the adapter disabled)
+    bf16: bool
+    train_rows: list[dict[str, Any]]
+    eval_rows: list[dict[str, Any]]
+    seconds: float
+
+
+def load(job: TrialJob) -> Loaded:
+    """The base (and, for ``reference: separate``, a second copy in the same quantization and dtype), and the rows
+    with the shared reference log-probs attached for ``reference: shared``."""
+    started = time.monotonic()
+    model, bf16 = job.settings.model, resolve_bf16(job.settings.training)
+    tokenizer, base = load_model(model, bf16)
+    ref_model = load_model(model, bf16)[1] if model.reference == "separate" else None
+    train_rows, eval_rows = job.train_rows, job.eval_rows
+    if model.reference == "shared":
+        train_rows, eval_rows = shared_rows(job.ref_logps, train_rows, eval_rows, bf16)
+    return Loaded(tokenizer, base, ref_model, bf16, train_rows, eval_rows, time.monotonic() - started)
+
+
+def attempt_fields(settings: TrialSettings, attempt: int) -> dict[str, Any]:
+    """What every result of this attempt carries: its number, batch and accumulation, the predicted GPU peak."""
+    training = settings.training
+    fields: dict[str, Any] = {ATTEMPT: attempt, PER_DEVICE_TRAIN_BATCH_SIZE: training.per_device_train_batch_size,
+                              GRADIENT_ACCUMULATION_STEPS: training.gradient_accumulation_steps}  # fmt: skip
+    predicted = estimate.predict_settings(settings)  # for one GPU, also reported on CPU (what a user compares)
+    if predicted is not None:
+        fields[PREDICTED_PEAK_GB] = round(predicted, 2)
+    return fields
+
+
+def make_trainer(job: TrialJob, loaded: Loaded, work: str, callbacks: list[Any]) -> Any:
     from datasets import Dataset
     from trl import DPOTrainer
 
+    training = job.settings.training
+    evaluate = bool(loaded.eval_rows) and training.eval_steps is not None
+    trainer = DPOTrainer(
+        model=loaded.base,
+        ref_model=loaded.ref_model,  # None: with peft_config the reference is the base with the adapter disabled
+        args=dpo_config(training, job.settings.data, work, loaded.bf16, bool(loaded.eval_rows)),
+        train_dataset=Dataset.from_list(loaded.train_rows),
+        eval_dataset=Dataset.from_list(loaded.eval_rows) if evaluate else None,
+        processing_class=loaded.tokenizer,
+        peft_config=lora_config(job.settings.model),
+        callbacks=callbacks,
+    )
+    if job.settings.model.reference == "shared":
+        from sweeper.train.reference import use_shared
+
+        use_shared(trainer)  # read the precomputed columns: no reference forward in this trial
+    return trainer
+
+
+def run_trial(job: TrialJob, report: Report, callbacks: list[Any] | None = None, attempt: int = 1,
+              probe: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Train one DPO trial; report every log step, then a final result with the adapter as checkpoint.
+
+    ``probe`` (filled as it goes) lets the caller see the step and the model of an attempt that raised.
+    """
     started = time.monotonic()
-    threads = set_threads(cpus)
+    threads = set_threads(job.cpus)
     meter = MemoryMeter()
-    training, data, model_s = settings["training"], settings["data"], settings["model"]
-    bf16 = resolve_bf16(training)
     probe = probe if probe is not None else {}
-    tokenizer, base = load_model(model_s, bf16)
-    reference = model_s.get("reference", "adapter")
-    # separate: a second copy of the base (same quantization and dtype); adapter/shared: the adapter disabled
-    ref_model = load_model(model_s, bf16)[1] if reference == "separate" else None
-    if reference == "shared":
-        train_rows, eval_rows = shared_rows(ref_logps, train_rows, eval_rows, bf16)
-    probe["model"] = weakref.ref(base)
-    load_s = time.monotonic() - started
-    examples_per_step = effective_batch(training)
-    fields = {f"{PREFIX}attempt": attempt,
-              f"{PREFIX}per_device_train_batch_size": training["per_device_train_batch_size"],
-              f"{PREFIX}gradient_accumulation_steps": training["gradient_accumulation_steps"]}  # fmt: skip
-    predicted = estimate.predict_settings(settings)  # for one GPU, also reported on CPU (what a user compares)
-    if predicted is not None:
-        fields[f"{PREFIX}predicted_peak_gb"] = round(predicted, 2)
-    forward = ReportCallback(report, examples_per_step, started, meter, fields)
+    loaded = load(job)
+    probe["model"] = weakref.ref(loaded.base)
+    forward = ReportCallback(
+        report, job.settings.effective_batch, started, meter, attempt_fields(job.settings, attempt)
+    )
     probe["forward"] = forward
     with tempfile.TemporaryDirectory(prefix="sweeper-trial-") as work:
-        trainer = DPOTrainer(
-            model=base,
-            ref_model=ref_model,  # None: with peft_config the reference is the base with the adapter disabled
-            args=dpo_config(training, data, work, bf16, bool(eval_rows)),
-            train_dataset=Dataset.from_list(train_rows),
-            eval_dataset=Dataset.from_list(eval_rows) if eval_rows and training["eval_steps"] else None,
-            processing_class=tokenizer,
-            peft_config=lora_config(model_s),
-            callbacks=[forward, *(callbacks or [])],
-        )
-        if reference == "shared":
-            from sweeper.train.reference import use_shared
-
-            use_shared(trainer)  # read the precomputed columns: no reference forward in this trial
+        trainer = make_trainer(job, loaded, work, [forward, *(callbacks or [])])
         output = trainer.train()
         adapter_dir = Path(work) / "adapter"
         trainer.save_model(str(adapter_dir))
         final = {
             **forward.last,
             **forward.progress(trainer.state.global_step),
-            f"{PREFIX}done": 1,
-            f"{PREFIX}load_s": round(load_s, 3),
-            f"{PREFIX}train_s": round(float(output.metrics.get("train_runtime", 0.0)), 3),
-            f"{PREFIX}torch_threads": threads,
-            f"{PREFIX}n_train_rows": len(train_rows),
-            f"{PREFIX}device": "cuda" if use_cuda() else "cpu",
-            f"{PREFIX}reference": reference,
+            DONE: 1,
+            LOAD_S: round(loaded.seconds, 3),
+            TRAIN_S: round(float(output.metrics.get("train_runtime", 0.0)), 3),
+            TORCH_THREADS: threads,
+            N_TRAIN_ROWS: len(loaded.train_rows),
+            DEVICE: "cuda" if use_cuda() else "cpu",
+            REFERENCE: job.settings.model.reference,
         }
         if use_cuda():
-            final[f"{PREFIX}gpu_name"] = torch.cuda.get_device_name()
+            final[GPU_NAME] = torch.cuda.get_device_name()
         report(final, str(adapter_dir))
-    del trainer, base, ref_model
+    del trainer, loaded
     free_memory()
     return final
 
@@ -214,17 +277,8 @@ def shared_rows(ref_logps: dict[str, Any] | None, train_rows: list[dict[str, str
     return attach(train_rows, ref_logps["train"]), attach(eval_rows, ref_logps["eval"])
 
 
-def run_with_oom_retries(
-    settings: dict[str, Any],
-    train_rows: list[dict[str, str]],
-    eval_rows: list[dict[str, str]],
-    report: Report,
-    cpus: float = 1,
-    oom: str = "retry_halved",
-    attempts_path: str | None = None,
-    callbacks_for: CallbacksFor | None = None,
-    ref_logps: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+def run_with_oom_retries(job: TrialJob, report: Report, oom: str = "retry_halved", attempts_path: str | None = None,
+                         callbacks_for: CallbacksFor | None = None) -> dict[str, Any]:  # fmt: skip
     """run_trial, where out of memory is data: each OOM attempt is recorded (``attempts_path``, a path or a
     storage URI, written when any attempt ran out of memory), its memory freed, and with
     ``oom="retry_halved"`` the trial reruns at half the per-device batch and twice the accumulation, down to
@@ -232,45 +286,47 @@ def run_with_oom_retries(
     and returned: the trial ends, the sweep goes on.
     """
     attempts: list[dict[str, Any]] = []
-    for number in range(1, 64):
-        training = settings["training"]
+    for number in itertools.count(1):  # halving reaches batch 1 after log2(batch) attempts
+        training = job.settings.training
         probe: dict[str, Any] = {}
         extra = callbacks_for(training) if callbacks_for else []
         try:
-            final = run_trial(settings, train_rows, eval_rows, report, cpus, extra, attempt=number, probe=probe,
-                              ref_logps=ref_logps)  # fmt: skip
+            final = run_trial(job, report, extra, attempt=number, probe=probe)
         except OOM_ERRORS as exc:
-            error = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
+            error = f"{type(exc).__name__}: {first_line(exc, 300)}"
         else:
             if attempts:
-                attempts.append(attempt_row(number, training, "completed", final.get(f"{PREFIX}step"), None))
+                attempts.append(attempt_row(number, training, "completed", final.get(STEP), None))
                 _write(attempts_path, attempts)
             return final
-        forward = probe.get("forward")
-        last = {**forward.last, **forward.progress(forward.step)} if forward is not None else {}
-        step = forward.step if forward is not None else 0
-        del forward
-        free_memory()
-        model = probe.get("model")
-        row = attempt_row(number, training, "oom", step, error)
-        row["freed"] = model is None or model() is None  # nothing of this attempt is left alive
+        last, row = out_of_memory(probe, attempt_row(number, training, "oom", 0, error))
         attempts.append(row)
         _write(attempts_path, attempts)
         smaller = halve(training) if oom == "retry_halved" else None
         if smaller is None:
-            final = {**last, f"{PREFIX}oom": 1, f"{PREFIX}attempt": number,
-                     f"{PREFIX}device": "cuda" if use_cuda() else "cpu"}  # fmt: skip
+            final = {**last, OOM: 1, ATTEMPT: number, DEVICE: "cuda" if use_cuda() else "cpu"}
             report(final, None)
             return final
-        settings = {**settings, "training": smaller}
-    raise RuntimeError("unreachable: halving reaches batch 1 in fewer than 64 attempts")
+        job = job.with_training(smaller)
 
 
-def attempt_row(number: int, training: dict[str, Any], status: str, step: Any, error: str | None) -> dict[str, Any]:
+def out_of_memory(probe: dict[str, Any], row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """After an attempt ran out of memory: free what it left, and return its last progress and its attempt row
+    (the step it reached, and whether nothing of it is left alive)."""
+    forward = probe.pop("forward", None)
+    last = {**forward.last, **forward.progress(forward.step)} if forward is not None else {}
+    step = forward.step if forward is not None else 0
+    del forward
+    free_memory()
+    model = probe.get("model")
+    return last, {**row, "step": step, "freed": model is None or model() is None}
+
+
+def attempt_row(number: int, training: TrainingSection, status: str, step: Any, error: str | None) -> AttemptRow:
     return {
         "attempt": number,
-        "per_device_train_batch_size": training["per_device_train_batch_size"],
-        "gradient_accumulation_steps": training["gradient_accumulation_steps"],
+        "per_device_train_batch_size": training.per_device_train_batch_size,
+        "gradient_accumulation_steps": training.gradient_accumulation_steps,
         "effective_batch": effective_batch(training),
         "status": status,
         "step": step,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.plan.space import label
+from sweeper.records.metrics import ATTEMPT, DONE, OOM, PER_DEVICE_TRAIN_BATCH_SIZE
 
 
 class ProgressPrinter:
@@ -36,18 +37,18 @@ class ProgressPrinter:
         self.say(f"{self._tag(trial)} started ({trial.trial_id})")
 
     def result(self, trial: Any, result: dict[str, Any]) -> None:
-        if result.get("sweeper/oom"):
+        if result.get(OOM):
             self.say(f"{self._tag(trial)} out of memory at every per-device batch tried "
                      f"({result.get('sweeper/attempt')} attempt(s)): status oom")  # fmt: skip
             return
-        if result.get("sweeper/done"):
+        if result.get(DONE):
             value = result.get(self.metric)
             self.say(f"{self._tag(trial)} completed: {self.metric} {num(value)} after "
                      f"{result.get('sweeper/step')} steps in {num(result.get('sweeper/elapsed_s'))} s")  # fmt: skip
             return
         parts = [f"step {result.get('sweeper/step')}", f"{result.get('sweeper/examples_seen')} ex"]
-        if (result.get("sweeper/attempt") or 1) > 1:  # a retry after running out of memory
-            batch = result.get("sweeper/per_device_train_batch_size")
+        if (result.get(ATTEMPT) or 1) > 1:  # a retry after running out of memory
+            batch = result.get(PER_DEVICE_TRAIN_BATCH_SIZE)
             parts.insert(0, f"attempt {result['sweeper/attempt']} bs {batch}")
         for key, short in (("rewards/margins", "margins"), ("rewards/accuracies", "acc"), ("loss", "loss"),
                            ("eval_rewards/margins", "eval margins"), ("eval_loss", "eval loss")):  # fmt: skip

@@ -17,28 +17,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sweeper.config.spec import Spec
 from sweeper.errors import SweeperError
-from sweeper.plan.space import corner_configs, trial_settings
+from sweeper.plan.compile import SweepPlan
+from sweeper.plan.settings import TrialSettings
 from sweeper.records import refcache
 
 Payload = dict[str, Any]  # {"key", "train", "eval", "dtype", "device"}: what a shared trial reads
 
 
-def _precompute(settings: dict[str, Any], train: list[dict], eval_rows: list[dict], cpus: float) -> dict[str, Any]:
+def _precompute(settings: TrialSettings, train: list[dict], eval_rows: list[dict], cpus: float) -> dict[str, Any]:
     from sweeper.train.reference import compute_reference_logps
 
     return compute_reference_logps(settings, train, eval_rows, cpus)
-
-
-def needed(spec: Spec, configs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Settings of one trial per distinct shared reference, by signature (bayes: every categorical corner)."""
-    out: dict[str, dict[str, Any]] = {}
-    for params in configs if spec.method != "bayes" else corner_configs(spec):
-        settings = trial_settings(spec, params)
-        if settings["model"]["reference"] == "shared":
-            out.setdefault(refcache.signature(settings), settings)
-    return out
 
 
 def user_cache_dir() -> Path | None:
@@ -46,11 +36,12 @@ def user_cache_dir() -> Path | None:
     return Path(configured).expanduser() if configured else None
 
 
-def shared_references(spec: Spec, configs: list[dict[str, Any]], train: list[dict], eval_rows: list[dict],
-                      trials_root: Path, gpus_per_trial: float, say: Any = None) -> dict[str, Payload]:  # fmt: skip
-    """Every shared reference the sweep needs, by signature; computes the missing ones as Ray tasks."""
+def shared_references(plan: SweepPlan, train: list[dict], eval_rows: list[dict], trials_root: Path,
+                      gpus_per_trial: float, say: Any = None) -> dict[str, Payload]:  # fmt: skip
+    """Every shared reference the sweep needs, by reference group; computes the missing ones as Ray tasks."""
     say = say or (lambda text: print(text, file=sys.stdout, flush=True))
-    wanted = needed(spec, configs)
+    spec = plan.spec
+    wanted = plan.shared_references()
     if not wanted:
         return {}
     from sweeper.train.tiny import resolve_model
@@ -61,16 +52,16 @@ def shared_references(spec: Spec, configs: list[dict[str, Any]], train: list[dic
     rows = refcache.rows_digest(train, eval_rows)
     roots = refcache.search_roots(sweep_dir, trials_root, user_cache_dir())
     out: dict[str, Payload] = {}
-    pending: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    pending: list[tuple[str, TrialSettings, dict[str, Any]]] = []
     for sig, settings in wanted.items():
-        components = refcache.key_components(settings, model, rows, gpus_per_trial)
+        components = refcache.key_components(settings.as_dict(), model, rows, gpus_per_trial)
         key = refcache.cache_key(components)
         found = refcache.find_cache(key, roots, len(train), len(eval_rows), warn=say)
         if found is None:
             pending.append((sig, settings, components))
             continue
         refcache.copy_cache(found, root)
-        say(f"Reference log-probs {key} ({settings['model']['quantization']}): reused from {found.path}")
+        say(f"Reference log-probs {key} ({settings.model.quantization}): reused from {found.path}")
         out[sig] = _payload(key, found.train, found.eval, found.manifest)
     if pending:
         import ray
@@ -90,7 +81,7 @@ def shared_references(spec: Spec, configs: list[dict[str, Any]], train: list[dic
         for (sig, settings, components), result in zip(pending, results, strict=True):
             extra = {k: result[k] for k in ("dtype", "device", "seconds")}
             folder = refcache.write_cache(root, components, result["train"], result["eval"], extra)
-            say(f"Reference log-probs {folder.name} ({settings['model']['quantization']}): computed in "
+            say(f"Reference log-probs {folder.name} ({settings.model.quantization}): computed in "
                 f"{result['seconds']:.1f} s, cached in {folder}")  # fmt: skip
             out[sig] = _payload(folder.name, result["train"], result["eval"], extra)
         say(f"  reference precompute took {time.monotonic() - started:.1f} s of wall time")

@@ -65,7 +65,7 @@ def keep_secrets_out_of_runtime_env() -> None:
     environment (an instance profile / workload identity on a cluster), never from the driver through Ray."""
     try:
         from ray.tune.execution import class_cache
-    except ImportError:  # moved in a later Ray: tests/test_secrets.py will say whether it still leaks
+    except ImportError:  # moved in a later Ray: tests/tune/test_secrets.py will say whether it still leaks
         return
     names = getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None)
     if names is not None:

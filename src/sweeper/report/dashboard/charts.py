@@ -8,9 +8,10 @@ from typing import Any
 import plotly.graph_objects as go
 
 from sweeper.plan.space import label
+from sweeper.records.metrics import PREDICTED_PEAK_GB
 from sweeper.records.store import SweepRecord, TrialRecord
 from sweeper.report.plots import curve_points, peak_gib, stop_point
-from sweeper.report.summary import PREDICTED, batch_of, spec_of
+from sweeper.report.summary import batch_of
 
 STOP_SYMBOLS = {"pruned": "x", "oom": "square", "error": "square", "unfinished": "circle-open"}
 
@@ -38,13 +39,12 @@ def curve_figure(trials: Sequence[TrialRecord], metric: str) -> go.Figure:
 
 def memory_figure(sweep: SweepRecord, trials: Sequence[TrialRecord]) -> go.Figure:
     """Peak memory per trial against its per-device batch: measured, predicted, OOM attempts."""
-    spec = spec_of(sweep)
     measured: dict[str, list[Any]] = {"x": [], "y": [], "text": []}
     predicted: dict[str, list[Any]] = {"x": [], "y": [], "text": []}
     oom: dict[str, list[Any]] = {"x": [], "text": []}
     for t in trials:
-        batch, _ = batch_of(spec, t)
-        for series, value in ((measured, peak_gib(t)), (predicted, t.value(PREDICTED))):
+        batch, _ = batch_of(t)
+        for series, value in ((measured, peak_gib(t)), (predicted, t.value(PREDICTED_PEAK_GB))):
             if batch is not None and value is not None:
                 series["x"].append(batch)
                 series["y"].append(value)

@@ -1,0 +1,127 @@
+"""Sweep specs: the shipped ones parse, malformed ones give one ERROR line, exit code 2 and write nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sweeper.__main__ import main
+from sweeper.config.spec import load_spec, parse_spec
+from sweeper.errors import SpecError
+from sweeper.plan import effective_batch, expand, resolve, swept_names
+
+from ..conftest import ROOT
+
+MINIMAL = {"name": "t", "model": {"name_or_path": "m"}, "data": {"path": "d"}}
+
+
+def test_exit_code_2_from_the_real_command(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeper", "launch", str(ROOT / "tests" / "bad_inputs" / "specs" / "bad_goal.yaml"),
+         "--dry-run"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("ERROR: ")
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_spec_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["launch", "sweeps/nope.yaml", "--dry-run"]) == 2
+    assert "sweeps/nope.yaml: spec file not found" in capsys.readouterr().err
+
+
+def test_several_problems_are_all_listed() -> None:
+    raw = {**MINIMAL, "training": {"learning_rate": -1, "optim": "adam"}, "method": "nope"}
+    with pytest.raises(SpecError) as info:
+        parse_spec(raw, "s.yaml")
+    lines = str(info.value).splitlines()
+    assert len(lines) == 3
+    assert all(line.startswith("s.yaml: ") for line in lines)
+
+
+@pytest.mark.parametrize("written", ["1e-6", "1.0e-6", 1e-6])
+def test_scientific_notation_both_ways(written: object) -> None:
+    # PyYAML reads 1e-6 as a string and 1.0e-6 as a float: both are a learning rate.
+    spec = parse_spec({**MINIMAL, "training": {"learning_rate": written},
+                       "parameters": {"learning_rate": {"values": [written, "5e-5"]}}})  # fmt: skip
+    assert spec.training.learning_rate == 1e-6
+    assert [c["learning_rate"] for c in expand(spec)] == [1e-6, 5e-5]
+
+
+def test_smoke_spec() -> None:
+    spec = load_spec(ROOT / "sweeps" / "smoke.yaml")
+    configs = expand(spec)
+    assert len(configs) == 4
+    assert spec.model.quantization == "4bit"
+    assert swept_names(spec) == ["learning_rate", "gradient_accumulation_steps"]
+
+
+def test_lr_grid_reproduces_the_seed_grid() -> None:
+    spec = load_spec(ROOT / "sweeps" / "lr_grid.yaml")
+    configs = expand(spec)
+    assert len(configs) == 6
+    assert spec.model.name_or_path == "mistralai/Mistral-7B-Instruct-v0.2"
+    assert spec.data.path == "Intel/orca_dpo_pairs"
+    assert (spec.training.optim, spec.training.lr_scheduler_type) == ("paged_adamw_32bit", "cosine")
+    batches = sorted(effective_batch(resolve(spec, c).training) for c in configs)
+    assert batches == [64, 64, 64, 128, 128, 128]
+    assert {c["learning_rate"] for c in configs} == {1e-5, 5e-5, 5e-4}
+
+
+def test_dry_run_prints_trials_with_effective_batch(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["launch", str(ROOT / "sweeps" / "lr_grid.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    table = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert len(table) == 6
+    assert sorted(row[4] for row in table) == ["128", "128", "128", "64", "64", "64"]  # effective batch
+
+
+def test_dry_run_tips_that_margins_scale_with_a_swept_beta(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["launch", str(ROOT / "sweeps" / "cpu_grid24.yaml"), "--dry-run"]) == 0
+    assert "tip: beta is swept and rewards/margins is beta × a log-ratio" in capsys.readouterr().out
+    assert main(["launch", str(ROOT / "sweeps" / "lr_grid.yaml"), "--dry-run"]) == 0  # beta fixed: no tip
+    assert "beta is swept" not in capsys.readouterr().out
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`launch --dry-run | head -1`: the reader leaves early; no traceback, as with any Unix tool."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run(
+        f"'{sys.executable}' -m sweeper launch '{ROOT / 'sweeps' / 'cpu_grid24.yaml'}' --dry-run | head -c 10",
+        shell=True, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60,
+    )  # fmt: skip
+    assert proc.stdout == "Sweep 'cpu"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "BrokenPipeError" not in proc.stderr
+
+
+def test_random_sampling_is_seeded_and_in_range() -> None:
+    raw = {**MINIMAL, "method": "random", "run_cap": 5, "seed": 3, "parameters": {
+        "learning_rate": {"distribution": "log_uniform_values", "min": 1e-6, "max": 1e-3},
+        "gradient_accumulation_steps": {"distribution": "int_uniform", "min": 1, "max": 4},
+        "per_device_train_batch_size": {"values": [2, 4]}}}  # fmt: skip
+    first, again = expand(parse_spec(raw)), expand(parse_spec(raw))
+    assert first == again
+    assert len(first) == 5
+    assert all(1e-6 <= c["learning_rate"] <= 1e-3 for c in first)
+    assert all(isinstance(c["gradient_accumulation_steps"], int) for c in first)
+    assert {c["per_device_train_batch_size"] for c in first} <= {2, 4}
+
+
+def test_grid_run_cap_caps_the_grid() -> None:
+    raw = {**MINIMAL, "run_cap": 2, "parameters": {"learning_rate": {"values": [1e-5, 2e-5, 3e-5]}}}
+    assert len(expand(parse_spec(raw))) == 2
+
+
+def test_swept_model_fields_land_in_their_section() -> None:
+    spec = parse_spec({**MINIMAL, "parameters": {"quantization": {"values": ["4bit", "none"]},
+                                                  "lora_r": {"values": [8, 16]}}})  # fmt: skip
+    settings = resolve(spec, expand(spec)[-1])
+    assert settings.model.quantization == "none"
+    assert settings.model.lora.r == 16
