@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import optuna
 import pytest
 
@@ -9,6 +11,8 @@ from sweeper.plan import from_wandb
 from sweeper.plan.budget import Budget, common_grid
 from sweeper.prune.gate import PruningGate, build_pruner, resolve_args, warmup_steps
 from sweeper.prune.guard import is_flagged, verdict
+
+from ..conftest import ROOT
 
 BUDGET = Budget(grid=8, min_total=96, max_total=192)
 
@@ -155,8 +159,26 @@ def test_guard_flags_loss_zero_with_huge_margins() -> None:
 
 
 def test_guard_flags_collapsing_chosen_logprobs() -> None:
-    rows = [{"logps/chosen": -180.0 - 40 * i, "rewards/margins": 0.5 * i} for i in range(20)]
-    assert "chosen log-probs fell" in verdict(rows)
+    # rewards/chosen = beta x (policy - reference) on the same batch: -14 at beta 0.1 is 140 nats below the
+    # reference, more than half the chosen answers' -220 at the start
+    rows = [{"logps/chosen": -180.0 - 40 * i, "rewards/chosen": -0.8 * i, "rewards/margins": 0.5 * i}
+            for i in range(20)]  # fmt: skip
+    assert "chosen log-probs fell 14" in verdict(rows, beta=0.1)
+    assert verdict(rows, beta=1.0) == "ok"  # at beta 1 the same rewards are a 14-nat drop: within the noise
+
+
+def test_guard_flags_collapsing_held_out_chosen_logprobs() -> None:
+    evals = [{"eval_logps/chosen": -180.0 - 60 * i} for i in range(4)]  # the same held-out rows each time
+    assert "held-out chosen log-probs fell from -180 to -360" in verdict(evals)
+
+
+def test_guard_passes_a_healthy_run_whose_train_logprobs_jump_between_batches() -> None:
+    # Real SmolLM2 run at lr 5e-6: logps/chosen from -114.8 to -194 between batches of different answers, while
+    # rewards/chosen (the same examples under policy and reference) never moved more than 0.007
+    level = [-114.8, -150.2, -121.0, -188.5, -160.3, -175.9, -140.0, -194.0, -170.1, -183.3, -190.6, -194.0]
+    rows = [{"logps/chosen": v, "rewards/chosen": 0.0006 * ((-1) ** i) * i, "rewards/margins": 0.001 * i}
+            for i, v in enumerate(level)]  # fmt: skip
+    assert verdict(rows, beta=0.1) == "ok"
 
 
 def test_guard_ignores_batch_to_batch_noise_in_train_logprobs() -> None:
@@ -175,3 +197,27 @@ def test_guard_flags_pinned_accuracy_only_with_huge_margins() -> None:
     assert "pinned" in verdict(pinned)  # margins reach 18
     small = [{"rewards/accuracies": 1.0, "rewards/margins": 0.1 * i} for i in range(1, 10)]
     assert verdict(small) == "ok"  # a tiny synthetic set is learned perfectly: fine
+
+
+SHARED_CURVES = ROOT.parent / "shared" / "curves"
+# every real public curve and its verdict: flagged ones name the pathology their source reported
+REAL_VERDICTS = {
+    "log_history/zephyr-7b-beta": "overfitting",
+    "log_history/mamba-2.8b-zephyr": "ok",
+    "log_history/cpu_smollm2_run0_lr5e-05_beta0.1_bs2_ga2_len256_8steps": "ok",
+    "collected/jonolsen_qwen2.5-7b_vgpt2v3_sql_dpo_v1_llamafactory_lora": "degenerate",
+    "collected/kithara_trl_gemma-2-2b_qlora_dpo_10steps_lr5e-5": "degenerate",
+    "collected/prapatsorn_gpt2_rmstatic_dpo_lr1e-3_b0.1": "degenerate",
+    "collected/tooba26_gpt2_fullhhrlhf1000_dpo_lr5e-5_b0.1_16ep": "overfitting",
+    "collected/igabhix_llama3.1-8b_kp-astrology_dpo_lora_run_2026-02-16": "ok",
+    "collected/mastersubhajit_qwen2.5-1.5b_truthy_lora_exp1_lr5e-05_b0.1": "ok",
+    "collected/ucegbe_qwen2.5-0.5b_hhrlhf_qlora_dpo_lr5e-5_b0.1": "ok",
+}
+
+
+@pytest.mark.parametrize(("name", "expected"), REAL_VERDICTS.items(), ids=[n.split("/")[1][:40] for n in REAL_VERDICTS])
+def test_guard_verdicts_on_real_public_curves(name: str, expected: str) -> None:
+    data = json.loads((SHARED_CURVES / f"{name}.json").read_text())
+    rows = data.get("log_history", data) if isinstance(data, dict) else data
+    text = verdict(rows)
+    assert (text == "ok") if expected == "ok" else (is_flagged(text) and expected in text), text

@@ -21,11 +21,19 @@ CHOSEN_DROP = 0.5  # chosen log-probs falling below 1.5x their start (and by > 2
 CHOSEN_DROP_NATS = 20.0
 EVAL_RISES = 3  # evaluations in a row with eval loss up and eval margins up
 EARLY_FRACTION = 0.2  # "early" = within the first 20% of the logged steps
+DEFAULT_BETA = 0.1  # TRL's DPOConfig default, where a curve does not say its beta
 
 
-def verdict(rows: list[dict[str, Any]]) -> str:
-    """'ok' or 'flagged: <reason>' for a curve of logged rows (train and eval rows mixed, in order)."""
-    reasons = [r for r in (_degenerate(rows), _chosen_collapse(rows), _pinned_accuracy(rows), _overfitting(rows)) if r]
+def verdict(rows: list[dict[str, Any]], beta: float | None = None) -> str:
+    """'ok' or 'flagged: <reason>' for a curve of logged rows (train and eval rows mixed, in order); ``beta`` is the
+    trial's DPO beta (rewards are beta x a log-ratio)."""
+    checks = (
+        _degenerate(rows),
+        _chosen_collapse(rows, beta or DEFAULT_BETA),
+        _pinned_accuracy(rows),
+        _overfitting(rows),
+    )
+    reasons = [r for r in checks if r]
     return "ok" if not reasons else "flagged: " + "; ".join(reasons)
 
 
@@ -46,22 +54,30 @@ def _degenerate(rows: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def _chosen_collapse(rows: list[dict[str, Any]]) -> str | None:
-    """Chosen log-probs falling far below their start, sustained.
+def _chosen_collapse(rows: list[dict[str, Any]], beta: float) -> str | None:
+    """Chosen log-probs falling far below where they started, sustained, measured on the same examples.
 
-    Eval log-probs (the same held-out rows each time) are compared when logged; train log-probs are sums
-    over batches of different lengths, so their first and last windows are compared by median.
+    Eval log-probs (the same held-out rows each time) are compared when logged. Without evaluation, raw train
+    log-probs are sums over different batches (their level jumps with answer lengths: -115 to -194 between two
+    batches of an unchanged policy), so the check reads ``rewards/chosen`` instead: beta x (policy - reference)
+    log-prob of the same batch's chosen answers, 0 at the start. A sustained drop of the log-ratio by more than
+    20 nats, or half the chosen answers' typical log-prob, is a collapse.
     """
     chosen = _series(rows, "eval_logps/chosen")
-    window = 1
-    if len(chosen) < 2:
-        chosen = _series(rows, "logps/chosen")
-        window = max(3, len(chosen) // 5)
-        if len(chosen) < 2 * window:
-            return None
-    start, end = statistics.median(chosen[:window]), statistics.median(chosen[-window:])
-    if end < start - max(CHOSEN_DROP_NATS, CHOSEN_DROP * abs(start)):
-        return f"chosen log-probs fell from {start:.4g} to {end:.4g}"
+    if len(chosen) >= 2:
+        start, end = chosen[0], statistics.median(chosen[-1:])
+        if end < start - max(CHOSEN_DROP_NATS, CHOSEN_DROP * abs(start)):
+            return f"held-out chosen log-probs fell from {start:.4g} to {end:.4g}"
+        return None
+    rewards = _series(rows, "rewards/chosen")
+    window = max(3, len(rewards) // 5)
+    if len(rewards) < 2 * window:
+        return None
+    ratio = statistics.median(rewards[-window:]) / beta  # nats below the reference, on the same examples
+    level = abs(statistics.median(_series(rows, "logps/chosen")[:window] or [0.0]))  # the answers' log-prob at start
+    if ratio < -max(CHOSEN_DROP_NATS, CHOSEN_DROP * level):
+        return (f"chosen log-probs fell {-ratio:.4g} nats below the reference's on the same examples "
+                f"(rewards/chosen {ratio * beta:.3g} at beta {beta:g})")  # fmt: skip
     return None
 
 
