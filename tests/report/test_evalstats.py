@@ -254,3 +254,14 @@ def test_spec_section_defaults() -> None:
     assert parse_spec(MINIMAL).evaluation is None
     with pytest.raises(SpecError, match="evaluation: needs held-out rows"):
         parse_spec({**MINIMAL, "data": {"path": "d", "test_size": 0}, "evaluation": {}}, "s.yaml")
+
+
+def test_a_pair_with_no_answer_token_left_is_neither_win_nor_loss() -> None:
+    # the prompt alone filled max_length: both answers score 0 over 0 tokens (it used to count as "not preferred")
+    policy = [(-10.0, 10, -12.0, 10), (-20.0, 20, -12.0, 10), (0.0, 0, 0.0, 0), (0.0, 0, 0.0, 0)]
+    reference = [(-11.0, 10, -11.0, 10), (-19.0, 20, -13.0, 10), (0.0, 0, 0.0, 0), (0.0, 0, 0.0, 0)]
+    p = heldout.preference_metrics(policy, reference, beta=0.1)
+    assert (p["n"], p["n_unscorable"]) == (2, 2)
+    assert p["rate"] == 0.5  # 1 of the 2 scorable pairs, not 1 of 4
+    assert p["reward_accuracy"] == 0.5  # pair 0: +2 vs the reference; pair 1: -2
+    assert heldout.preference_metrics([(0.0, 0, 0.0, 0)], None, None) == {"n": 0, "n_unscorable": 1}

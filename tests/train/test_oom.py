@@ -109,3 +109,18 @@ def test_a_trial_that_never_fits_ends_as_oom_and_frees_memory(tmp_path: Path) ->
     assert all(a["freed"] for a in attempts)
     assert final["sweeper/oom"] == 1 and "sweeper/done" not in final  # store reads this trial as "oom"
     assert reports[-1] is final  # reported, so Ray records it, and the trainable returns normally
+
+
+def test_a_sweep_in_which_no_trial_completed_exits_non_zero_and_says_so(tmp_path: Path) -> None:
+    # one trial, out of memory at step 1 with oom: fail: nothing completed, so the command fails (the report stays)
+    spec = SPEC.replace("per_device_train_batch_size: {values: [4, 2]}", "per_device_train_batch_size: {values: [4]}")
+    (tmp_path / "oom.yaml").write_text(spec.replace("num_cpus: 1}", "num_cpus: 1, oom: fail}"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "SWEEPER_TEST_OOM_AT_STEP": "1",
+           "SWEEPER_TEST_OOM_ABOVE_BATCH": "0"}  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "sweeper", "launch", "oom.yaml"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith("ERROR: sweep 'oom': no trial completed (1 oom)"), error
+    assert (tmp_path / "reports" / "oom.md").is_file()  # the report is written all the same
+    assert "Traceback" not in proc.stderr

@@ -67,3 +67,17 @@ def test_4bit_trial_on_cpu(tmp_path: Path) -> None:
     assert all(m["sweeper/tokens_seen"] > 0 for m in steps)
     assert reports[-1][1]  # the final result carries the saved adapter
     assert final["sweeper/done"] == 1 and final["sweeper/torch_threads"] == 1
+
+
+def test_the_final_result_keeps_the_last_train_metric_when_an_evaluation_came_last() -> None:
+    from sweeper.train.trial import MemoryMeter, ReportCallback
+
+    class State:
+        global_step = 4
+
+    sent: list[dict] = []
+    forward = ReportCallback(lambda m, c: sent.append(m), 8, 0.0, MemoryMeter())
+    forward.on_log(None, State(), None, logs={"loss": 0.6, "rewards/margins": 0.4})
+    forward.on_log(None, State(), None, logs={"eval_loss": 0.65, "eval_rewards/margins": 0.3})
+    assert "rewards/margins" not in sent[-1]  # the eval result itself is as TRL logged it
+    assert forward.last["rewards/margins"] == 0.4 and forward.last["eval_rewards/margins"] == 0.3

@@ -20,15 +20,24 @@ def preference_metrics(policy: Sequence[PairLogps], reference: Sequence[PairLogp
     """Rates on held-out pairs: logp(chosen) > logp(rejected) under the policy alone (summed and per token), the
     mean log-prob margin, and, against the reference, DPO's implicit-reward accuracy and mean reward margin.
 
-    A reference of None (the base row: the policy is the reference) leaves the reward figures out.
+    A reference of None (the base row: the policy is the reference) leaves the reward figures out. A pair whose
+    prompt alone fills max_length has no answer token left to score (both sums 0): it is excluded from every
+    rate, not counted as a loss, and ``n_unscorable`` says how many were.
     """
+    if reference is not None and len(reference) != len(policy):
+        raise ValueError(f"reference has {len(reference)} pairs, policy {len(policy)}: score the same rows")
+    keep = [i for i, (_, nc, _, nr) in enumerate(policy) if nc > 0 and nr > 0]
+    unscorable = len(policy) - len(keep)
+    policy = [policy[i] for i in keep]
+    reference = None if reference is None else [reference[i] for i in keep]
     n = len(policy)
     if n == 0:
-        return {"n": 0}
+        return {"n": 0, **({"n_unscorable": unscorable} if unscorable else {})}
     margins = [c - r for c, _, r, _ in policy]
     norm = [c / max(nc, 1) - r / max(nr, 1) for c, nc, r, nr in policy]
     out: dict[str, Any] = {
         "n": n,
+        "n_unscorable": unscorable,
         "rate": sum(m > 0 for m in margins) / n,
         "rate_norm": sum(m > 0 for m in norm) / n,
         "margin_mean": sum(margins) / n,
@@ -37,8 +46,6 @@ def preference_metrics(policy: Sequence[PairLogps], reference: Sequence[PairLogp
         "logps_rejected_mean": sum(p[2] for p in policy) / n,
     }
     if reference is not None:
-        if len(reference) != n:
-            raise ValueError(f"reference has {len(reference)} pairs, policy {n}: score the same rows")
         # DPO's implicit reward: beta * (log pi - log ref); its sign does not depend on beta.
         rewards = [(p[0] - q[0]) - (p[2] - q[2]) for p, q in zip(policy, reference, strict=True)]
         out["reward_accuracy"] = sum(r > 0 for r in rewards) / n

@@ -184,13 +184,21 @@ def heldout_section(sweep: Any, best: Any) -> list[str]:
         base_rate = bases.get(t.evaluation.get("base") or "base")
         lines.append(_row(f"`{t.trial_id}`{mark}", t.evaluation, base_rate, sets))
     records = [r for r in [*sweep.base_evaluation, *evaluations.values()] if r and r.get("status") == "evaluated"]
-    n = next((preference(r).get("n") for r in records if preference(r)), 0)
+    first = next((preference(r) for r in records if preference(r)), {})
+    n, unscorable, truncated = first.get("n", 0), first.get("n_unscorable", 0), first.get("n_truncated")
     chance = {name: next((r["multiple_choice"][name].get("chance") for r in records
                           if name in (r.get("multiple_choice") or {})), None) for name in sets}  # fmt: skip
     notes = [f"On {n} held-out pairs (`data/test.jsonl`): **pref rate** = share where log p(chosen) > log p(rejected)"
              " under the model alone (summed over the answer's tokens; **per token**: length-normalised); **log-prob "
              "margin** = mean summed difference; **reward accuracy** = DPO's implicit reward against the base as "
              "reference ranks chosen first. ★ sweep metric's winner, ▲ held-out winner."]  # fmt: skip
+    if unscorable or truncated:
+        notes.append(
+            f"{unscorable} held-out pair(s) left out: the prompt alone fills `data.max_length`, so no answer token "
+            "is left to score (they are neither wins nor losses)"
+            + (f"; in {truncated} of the {n + unscorable} the max_length cuts an answer (scored on what is left)"
+               if truncated else "") + "."
+        )  # fmt: skip
     if sets:
         notes.append(
             "Multiple choice: each option's log-likelihood as the answer, accuracy of the most likely "

@@ -18,10 +18,10 @@ from sweeper.report.evalstats import has_evaluation, heldout_section, verdict_li
 from sweeper.report.summary import (
     BEST_OF,
     MIN_STEPS,
-    TRL_METRICS,
     accounting,
     best_per_beta,
     compute,
+    final_metrics,
     guard_of,
     metric_of,
     runner_up,
@@ -32,7 +32,8 @@ from sweeper.report.tables import table
 # Relative difference under which the winner and the runner-up are called a tie.
 TIE = 0.01
 SHORT = {"rewards/margins": "margins", "rewards/accuracies": "accuracies", "logps/chosen": "logps/chosen",
-         "logps/rejected": "logps/rejected"}  # fmt: skip
+         "logps/rejected": "logps/rejected", "eval_rewards/margins": "eval margins",
+         "eval_rewards/accuracies": "eval accuracies", "eval_loss": "eval loss"}  # fmt: skip
 
 
 def render_report(sweep: SweepRecord, plots: Sequence[str] = ()) -> str:
@@ -73,6 +74,8 @@ def header(sweep: SweepRecord) -> list[str]:
     data = meta.get("data") or {}
     versions = ", ".join(f"{k} {v}" for k, v in sorted((meta.get("versions") or {}).items()))
     wall = f" ({fmt(meta['wall_s'])} s)" if meta.get("wall_s") is not None else ""
+    if meta.get("phases"):
+        wall = f" ({fmt(meta['wall_s'])} s: " + ", ".join(f"{k} {fmt(v)} s" for k, v in meta["phases"].items()) + ")"
     rows = [
         ("Spec", f"`{meta.get('spec_path', '?')}` (sha256 `{meta.get('spec_hash', '?')}`)"),
         ("Method", f"{spec.get('method', '?')}, metric `{metric_of(sweep)[0]}` ({metric_of(sweep)[1]})"),
@@ -86,6 +89,7 @@ def header(sweep: SweepRecord) -> list[str]:
             f"`{(spec.get('data') or {}).get('path', '?')}` ({(spec.get('data') or {}).get('format')}): "
             f"{data.get('rows', '?')}; {data.get('n_train', '?')} train / {data.get('n_test', '?')} held out",
         ),
+        *([("max_length", cut)] if (cut := length_text(data.get("lengths"))) else []),
         ("Hardware", hardware(sweep)),
         ("Versions", versions or "?"),
         ("Git commit", f"`{meta.get('git_commit') or 'not a git checkout'}`"),
@@ -93,6 +97,16 @@ def header(sweep: SweepRecord) -> list[str]:
         ("Trials", status_counts(sweep)),
     ]
     return ["| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]]
+
+
+def length_text(lengths: Any) -> str | None:
+    """What data.max_length did to the pairs (recorded by launch), e.g. ``73 of 244 train pairs dropped ...``."""
+    if not isinstance(lengths, dict) or not lengths:
+        return None
+    parts = [f"{got.get('dropped', 0)} of {got.get('n', 0)} {name} pairs dropped (prompt alone fills "
+             f"{got.get('max_length')} tokens), {got.get('truncated', 0)} with an answer cut"
+             for split, name in (("train", "train"), ("test", "held-out")) if (got := lengths.get(split))]  # fmt: skip
+    return "; ".join(parts) or None
 
 
 def hardware(sweep: SweepRecord) -> str:
@@ -181,7 +195,7 @@ def trials_table(sweep: SweepRecord, best: TrialRecord | None) -> list[str]:
     rows = trial_rows(sweep)
     acct = accounting(sweep)
     swept = list(sweep.meta.get("swept", []))
-    finals = list(dict.fromkeys([metric, *TRL_METRICS]))
+    finals = final_metrics(sweep)
     bests = list(dict.fromkeys([metric, *BEST_OF]))
     columns: list[tuple[str, Any]] = [(n, lambda r, n=n: fmt(r[n])) for n in swept]
     columns += [
@@ -236,6 +250,10 @@ def compute_lines(sweep: SweepRecord) -> list[str]:
     spent = f"- Spent: {fmt(c.spent_h)} {unit} ({fmt(acct.per_trial)} {c.unit} per trial × trial wall time)"
     dollars = c.usd(c.spent_h)
     lines = [spent + (f", {usd(dollars)} at ${c.usd_per_hour:g} per GPU-hour." if dollars is not None else ".")]
+    if c.extra_h:  # the sweep's work outside the trials, at one trial's devices x its wall time
+        around = ", ".join(f"{fmt(h)} {unit} on {name}" for name, h in c.extra_h.items())
+        total = c.spent_h + sum(c.extra_h.values())
+        lines.append(f"- Besides the trials: {around}; {fmt(total)} {unit} in all.")
     if c.n_pruned:
         share = c.saved_h / c.full_h if c.full_h else 0.0
         saved_usd = c.usd(c.saved_h)

@@ -17,6 +17,7 @@ from sweeper.report.summary import MARGINS, batch_of, learning_rate_of, metric_o
 PLOTS = {
     "margins": "`rewards/margins` against examples seen; × marks where a trial was pruned, ■ where it failed",
     "accuracies": "`rewards/accuracies` against examples seen",
+    "eval_margins": "held-out `eval_rewards/margins` (TRL's evaluation every `eval_steps`) against examples seen",
     "memory": "peak memory against per-device batch: measured (●), predicted (○), out of memory (×)",
     "lr_batch": "final value of the sweep's metric by learning rate and effective batch",
 }
@@ -34,6 +35,7 @@ def write_plots(sweep: SweepRecord, out_dir: Path) -> list[str]:
     drawers = {
         "margins": lambda ax: _curves(ax, sweep, MARGINS),
         "accuracies": lambda ax: _curves(ax, sweep, "rewards/accuracies"),
+        "eval_margins": lambda ax: _curves(ax, sweep, "eval_rewards/margins"),  # only where trials evaluated
         "memory": lambda ax: _memory(ax, sweep),
         "lr_batch": lambda ax: _heatmap(ax, sweep),
     }

@@ -7,7 +7,7 @@ build frames. Light module: imports neither torch nor ray.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,8 @@ MARGINS = "rewards/margins"
 TRL_METRICS = ("rewards/margins", "rewards/accuracies", "loss", "logps/chosen", "logps/rejected")
 # Metrics whose best value over the curve is shown too (the spec's metric is added in front).
 BEST_OF = (MARGINS,)
+# TRL's held-out versions (with eval_steps set), shown where any trial logged them
+EVAL_METRICS = ("eval_rewards/margins", "eval_rewards/accuracies", "eval_loss")
 DEFAULT_GPU_HOUR_USD = 2.0
 # Fewer optimizer steps than this and the verdict says the ranking is of early training only.
 MIN_STEPS = 50
@@ -103,7 +105,16 @@ def learning_rate_of(t: TrialRecord) -> float | None:
     return _num(t.training("learning_rate"))
 
 
-def trial_row(sweep: SweepRecord, t: TrialRecord, acct: Accounting | None = None) -> dict[str, Any]:
+def final_metrics(sweep: SweepRecord) -> list[str]:
+    """The metrics whose final values the report and trials.csv show: the sweep's, TRL's, and TRL's eval_ ones
+    where the trials evaluated during training."""
+    metric, _ = metric_of(sweep)
+    logged = {k for t in sweep.trials for row in [*t.curve, t.final] for k in row}
+    return list(dict.fromkeys([metric, *TRL_METRICS, *(m for m in EVAL_METRICS if m in logged)]))
+
+
+def trial_row(sweep: SweepRecord, t: TrialRecord, acct: Accounting | None = None,
+              finals: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
     """One trial as a flat dict of raw values (None where unknown): a row of trials.csv."""
     acct = acct or accounting(sweep)
     metric, goal = metric_of(sweep)
@@ -121,7 +132,7 @@ def trial_row(sweep: SweepRecord, t: TrialRecord, acct: Accounting | None = None
         "stopped_examples": _stop(t, "examples_seen", EXAMPLES_SEEN),
         "stop_reason": _reason(t),
     })  # fmt: skip
-    for name in dict.fromkeys([metric, *TRL_METRICS]):
+    for name in finals if finals is not None else final_metrics(sweep):
         row[name] = t.value(name)
     for name in dict.fromkeys([metric, *BEST_OF]):
         row[f"best {name}"] = best_value(t, name, goal if name == metric else "maximize")
@@ -145,8 +156,8 @@ def trial_row(sweep: SweepRecord, t: TrialRecord, acct: Accounting | None = None
 
 
 def trial_rows(sweep: SweepRecord) -> list[dict[str, Any]]:
-    acct = accounting(sweep)
-    return [trial_row(sweep, t, acct) for t in sweep.trials]
+    acct, finals = accounting(sweep), final_metrics(sweep)
+    return [trial_row(sweep, t, acct, finals) for t in sweep.trials]
 
 
 def trials_frame(sweep: SweepRecord) -> pd.DataFrame:
@@ -173,6 +184,8 @@ class Compute:
     saved_examples: int
     n_pruned: int
     usd_per_hour: float | None
+    # the work around the trials, on one trial's devices: shared reference precompute, held-out evaluation
+    extra_h: dict[str, float] = field(default_factory=dict)
 
     @property
     def full_h(self) -> float:
@@ -189,8 +202,11 @@ def compute(sweep: SweepRecord) -> Compute:
     pruned = [t.pruned for t in sweep.trials if t.pruned]
     saved = sum(float(p.get("saved_s") or 0.0) for p in pruned)
     examples = sum(int(p.get("saved_examples") or 0) for p in pruned)
+    phases = sweep.meta.get("phases") or {}
+    extra = {name: acct.hours(float(phases[name])) or 0.0 for name in ("shared references", "evaluation")
+             if phases.get(name)}  # fmt: skip
     return Compute(acct.unit, acct.hours(spent) or 0.0, acct.hours(saved) or 0.0, examples, len(pruned),
-                   acct.usd_per_hour)  # fmt: skip
+                   acct.usd_per_hour, extra)  # fmt: skip
 
 
 def runner_up(sweep: SweepRecord, best: TrialRecord, metric: str, goal: str) -> TrialRecord | None:

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from sweeper.config.safeyaml import load_yaml
 from sweeper.config.spec import EvaluationSection, Spec, parse_spec
 from sweeper.data import mcq
-from sweeper.errors import TrialsError
+from sweeper.errors import TrialsError, last_line
 from sweeper.plan.settings import recorded_settings, resolve
 from sweeper.records.files import write_text_atomic
 from sweeper.records.store import (
@@ -111,8 +111,7 @@ def skip_reason(t: TrialRecord) -> str | None:
     if t.status == "oom":
         return "out of memory at every attempt: no adapter"
     if t.status == "error":
-        lines = [ln.strip() for ln in (t.error or "").splitlines() if ln.strip()]
-        return f"failed ({lines[-1][:120] if lines else 'unknown error'}): no adapter"
+        return f"failed ({last_line(t.error, 120)}): no adapter"
     if t.status != "completed":
         return f"{t.status}: no finished adapter"
     if t.adapter is None or not (t.adapter / "adapter_config.json").is_file():
@@ -146,7 +145,8 @@ def plan(sweep: SweepRecord, evaluation: EvaluationSection) -> Plan:
             out.skipped[t.trial_id] = reason
             continue
         settings = recorded_settings(spec, t)  # what the trial trained with (settings.json)
-        model = settings.model.model_dump(exclude={"lora"})
+        # one base per distinct model: LoRA and the reference mode (adapter, separate, shared) do not change it
+        model = settings.model.model_dump(exclude={"lora", "reference"})
         bf16 = settings.training.bf16  # the dtype the trial trained in
         group = groups.setdefault(json.dumps([model, bf16], sort_keys=True),
                                   {"model": settings.model, "bf16": bf16, "jobs": []})  # fmt: skip

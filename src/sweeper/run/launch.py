@@ -6,6 +6,7 @@ so ``--dry-run`` and spec errors are instant.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from sweeper.config.spec import Spec, load_spec, spec_hash
-from sweeper.errors import SweeperError
+from sweeper.errors import SweeperError, TrialsError
 from sweeper.plan import estimate, preflight
 from sweeper.plan.compile import SweepPlan, compile_plan
 from sweeper.plan.space import n_trials, swept_names
@@ -27,6 +28,7 @@ from sweeper.records.tracking import check_tracking, trackers_for
 from sweeper.records.versions import package_versions
 from sweeper.report.markdown import write_report
 from sweeper.report.summary import beta_scaled
+from sweeper.run.phases import Phases
 from sweeper.tune.cluster import copy_from_storage, max_failures
 
 VERSIONED = ("sweeper", "torch", "transformers", "trl", "peft", "bitsandbytes", "ray", "optuna", "datasets")
@@ -137,6 +139,7 @@ class Launch:
     earlier: SweepRecord | None = None  # an earlier launch of this sweep: measured peaks, OOM configs
     coef: float = estimate.ACTIVATION_COEF  # the memory estimate's activation coefficient (refit from earlier)
     skipped: list[dict[str, Any]] = field(default_factory=list)  # left out by the preflight (infeasible.json)
+    phases: Phases = field(default_factory=Phases)  # where the wall time goes
 
     @property
     def sweep_dir(self) -> Path:
@@ -157,11 +160,11 @@ def launch(spec_path: str | Path, address: str | None = None, dry: bool = False,
         return None
     run = Launch(spec, spec_path, address, verbose, out)
     check_before_data(run)
-    prepared = prepare(run)  # bad data stops here: nothing is written under trials/ before this line
+    with run.phases.time("data"):
+        prepared = prepare(run)  # bad data stops here: nothing is written under trials/ before this line
     meta = record_start(run, prepared)
-    counts = run_trials(run, prepared, meta)
-    return finish_sweep(spec, run.sweep_dir, address, out, f"finished in {counts.get('wall_s', meta['wall_s'])} s",
-                        {"wall_s": meta["wall_s"]})  # fmt: skip
+    run_trials(run, prepared, meta)
+    return finish_sweep(spec, run.sweep_dir, address, out, "finished", run.phases)
 
 
 def check_before_data(run: Launch) -> None:
@@ -183,12 +186,14 @@ def check_before_data(run: Launch) -> None:
 def prepare(run: Launch) -> Any:
     """The sweep's rows, loaded, validated, split and rendered once (train/prepare)."""
     run.say("Preparing data and tokenizer ...")
-    from sweeper.train.prepare import prepare_data
+    from sweeper.train.prepare import length_lines, prepare_data
 
     prepared = prepare_data(run.spec)
     summary = prepared.summary()
     run.say(f"  {summary['rows']}; {summary['n_train']} train / {summary['n_test']} held out; "
             f"system prompt via {summary['system_turn']}")  # fmt: skip
+    for line in length_lines(prepared.lengths):
+        run.say(line)
     return prepared
 
 
@@ -218,7 +223,8 @@ def run_trials(run: Launch, prepared: Any, meta: dict[str, Any]) -> dict[str, An
     started = time.monotonic()
     run.say(f"Starting Ray ({'cluster ' + address if address else 'local, on 127.0.0.1'}) ...")
     try:
-        resources = runtime.init_ray(address, spec.resources.num_cpus, run.verbose)
+        with run.phases.time("Ray start"):
+            resources = runtime.init_ray(address, spec.resources.num_cpus, run.verbose)
         gpus = resolve_gpus(spec, resources)
         meta["host"]["ray"] = {"address": address or "local", "resources": resources, "gpus_per_trial": gpus}
         meta["host"]["hardware"] = hardware_text(resources)
@@ -233,18 +239,21 @@ def run_trials(run: Launch, prepared: Any, meta: dict[str, Any]) -> dict[str, An
         if failures:
             run.say(f"  a trial whose node or worker dies reruns from scratch, up to {failures} time(s) "
                     "(resources.max_failures)")  # fmt: skip
-        return raytune.run_sweep(plan, prepared.train, prepared.test, gpus, max_failures=failures,
-                                 trackers=trackers_for(spec, sweep_dir))  # fmt: skip
+        counts = raytune.run_sweep(plan, prepared.train, prepared.test, gpus, max_failures=failures,
+                                   trackers=trackers_for(spec, sweep_dir))  # fmt: skip
+        run.phases.add("shared references", counts.get("references_s", 0.0))
+        run.phases.add("trials", counts.get("wall_s", 0.0))
+        return counts
     finally:
         meta["finished_at"] = utc_now()
-        meta["wall_s"] = round(time.monotonic() - started, 1)
+        meta["wall_s"] = round(time.monotonic() - started, 1)  # finish_sweep sets the whole command's
         write_json(sweep_dir / SWEEP_FILE, meta)
         runtime.shutdown_ray()
 
 
-def finish_sweep(spec: Spec, sweep_dir: Path, address: str | None, out: TextIO, headline: str,
-                 summary: dict[str, Any]) -> Path:  # fmt: skip
-    """After the trials (launch or resume): records, calibration, evaluation, report, tracker, summary lines."""
+def finish_sweep(spec: Spec, sweep_dir: Path, address: str | None, out: TextIO, verb: str, phases: Phases) -> Path:
+    """After the trials (launch or resume): records, calibration, evaluation, report, tracker, summary lines; the
+    time of every phase goes into sweep.json and the last line."""
     copy_from_storage(spec, sweep_dir)
     sweep = load_sweep(sweep_dir)
     preflight.record_infeasible(sweep_dir, preflight.oom_rows(sweep))
@@ -254,21 +263,36 @@ def finish_sweep(spec: Spec, sweep_dir: Path, address: str | None, out: TextIO, 
         from sweeper.run.evalrun import evaluate_sweep
 
         try:
-            sweep = evaluate_sweep(sweep_dir, spec.evaluation, address, Path(spec.output.reports_dir), out)
+            with phases.time("evaluation"):
+                sweep = evaluate_sweep(sweep_dir, spec.evaluation, address, Path(spec.output.reports_dir), out)
         except SweeperError as exc:  # the trials stand; the report is written without the evaluation
             print(f"Evaluation failed: {exc}; rerun: python -m sweeper evaluate {sweep_dir}", file=out)
-    report = write_report(sweep, Path(spec.output.reports_dir))
+    sweep = record_phases(sweep_dir, phases)  # what the report shows (the report's own time is in the last line)
+    with phases.time("report"):
+        report = write_report(sweep, Path(spec.output.reports_dir))
     best = best_trial(sweep, spec.metric.name, spec.metric.goal)
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(sweep.by_status().items()))
     trackers_for(spec, sweep_dir).sweep({"statuses": sweep.by_status(), "best": best.trial_id if best else None,
-                                         **summary}, report)  # fmt: skip
-    print(f"Sweep '{spec.name}' {headline}: {statuses}", file=out)
+                                         "wall_s": phases.total, **phases.seconds}, report)  # fmt: skip
+    print(f"Sweep '{spec.name}' {verb} {phases.text()}: {statuses}", file=out)
     if best is not None:
         print(f"Best trial {best.trial_id} ({best.params}): {spec.metric.name} = {best.value(spec.metric.name):.4g}",
               file=out)  # fmt: skip
     print(f"Trials: {sweep_dir}", file=out)
     print(f"Report: {report}", file=out)
+    if not sweep.by_status().get("completed"):
+        raise TrialsError(f"sweep '{spec.name}': no trial completed ({statuses or 'no trials'}): the report {report} "
+                          f"and each trial's error.txt under {sweep_dir} say why")  # fmt: skip
     return report
+
+
+def record_phases(sweep_dir: Path, phases: Phases) -> SweepRecord:
+    """sweep.json with the phases so far and the wall time since the command started; the sweep read back."""
+    meta = json.loads((sweep_dir / SWEEP_FILE).read_text(encoding="utf-8"))
+    meta["phases"] = dict(phases.seconds)
+    meta["wall_s"] = phases.total
+    write_json(sweep_dir / SWEEP_FILE, meta)
+    return load_sweep(sweep_dir)
 
 
 def study_storage(sweep_dir: Path) -> str:

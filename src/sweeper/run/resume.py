@@ -24,6 +24,7 @@ from sweeper.errors import TrialsError
 from sweeper.plan.compile import compile_plan
 from sweeper.records.store import SWEEP_FILE, load_sweep, write_json
 from sweeper.run.launch import finish_sweep, hardware_text, resolve_gpus, utc_now
+from sweeper.run.phases import Phases
 from sweeper.tune.cluster import experiment_path
 
 
@@ -72,6 +73,7 @@ def resume(sweep_path: str | Path, address: str | None = None, verbose: bool = F
                   "new Optuna trials", file=out)  # fmt: skip
 
     started = time.monotonic()
+    phases = Phases()
     print(f"Starting Ray ({'cluster ' + address if address else 'local, on 127.0.0.1'}) ...", file=out, flush=True)
     resumes: list[dict[str, Any]] = meta.setdefault("resumed", [])
     resumes.append({"at": utc_now(), "address": address or "local", "trials_before": counts})
@@ -87,5 +89,6 @@ def resume(sweep_path: str | Path, address: str | None = None, verbose: bool = F
         meta["finished_at"] = utc_now()
         write_json(sweep_dir / SWEEP_FILE, meta)
         runtime.shutdown_ray()
-    return finish_sweep(spec, sweep_dir, address, out, f"resumed and finished in {result.get('wall_s')} s",
-                        {"resumed": len(resumes)})  # fmt: skip
+    phases.add("shared references", result.get("references_s", 0.0))
+    phases.add("trials", result.get("wall_s", 0.0))
+    return finish_sweep(spec, sweep_dir, address, out, "resumed and finished", phases)

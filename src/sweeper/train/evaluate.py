@@ -23,6 +23,7 @@ from sweeper.data.rows import make_prompt_renderer
 from sweeper.errors import first_line
 from sweeper.records.heldout import PairLogps, choice_metrics, generation_metrics, preference_metrics
 from sweeper.train.hf import bf16_for, load_model, set_threads, use_cuda
+from sweeper.train.tokens import common_prefix
 
 
 class Evaluator:
@@ -77,7 +78,7 @@ class Evaluator:
         """Token ids of prompt + answer + EOS (as TRL tokenizes them) and where the answer starts."""
         prompt_ids = self.tokenizer(prompt)["input_ids"]
         full = self.tokenizer(prompt + answer + self.tokenizer.eos_token)["input_ids"]
-        start = _common_prefix(prompt_ids, full)
+        start = common_prefix(prompt_ids, full)
         return full[: self.max_length], start
 
     @torch.no_grad()
@@ -103,6 +104,15 @@ class Evaluator:
                     span = logps.gather(-1, targets[:, None])[:, 0]
                     out.append((float(span.sum()), int(span.numel())))
         return out
+
+    def n_truncated(self, rows: Sequence[dict[str, str]]) -> int:
+        """Pairs in which max_length cuts the chosen or the rejected answer (scored on what is left of it)."""
+        eos = self.tokenizer.eos_token
+
+        def cut(prompt: str, answer: str) -> bool:
+            return len(self.tokenizer(prompt + answer + eos)["input_ids"]) > self.max_length
+
+        return sum(cut(r["prompt"], r["chosen"]) or cut(r["prompt"], r["rejected"]) for r in rows)
 
     def pair_logps(self, rows: Sequence[dict[str, str]], adapter: bool) -> list[PairLogps]:
         pairs = [(r["prompt"], r[k]) for r in rows for k in ("chosen", "rejected")]
@@ -139,15 +149,6 @@ class Evaluator:
         return out
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 # ---------------------------------------------------------------------------------------------
 # Jobs: plain data in, plain records out (inline in the driver, or one Ray task per trial)
 # ---------------------------------------------------------------------------------------------
@@ -166,6 +167,7 @@ def evaluate_job(ev: Evaluator, job: dict[str, Any], data: dict[str, Any],
         reuse = not is_trial and reference is not None  # the base's own log-probs are the reference
         policy = reference if reuse else ev.pair_logps(data["rows"], adapter=is_trial)
         record["preference"] = preference_metrics(policy, reference if is_trial else None, job.get("beta"))
+        record["preference"]["n_truncated"] = ev.n_truncated(data["rows"])
     if job.get("choices", True) and data.get("sets"):
         record["multiple_choice"] = {name: ev.choice_scores(items, adapter=is_trial)
                                      for name, items in data["sets"].items()}  # fmt: skip

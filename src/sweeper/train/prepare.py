@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sweeper.config.spec import Spec
@@ -20,6 +20,7 @@ from sweeper.data.rows import (
     split_rows,
     template_accepts_system,
 )
+from sweeper.train.tokens import length_report
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class PreparedData:
     rows: RowReport
     system_turn: str  # how the system prompt was rendered: "system role" or "user/assistant/user workaround"
     tokens_per_example: float  # chosen + rejected sequences (prompt included), truncated to max_length
+    # per split, what data.max_length does to the pairs: {"n", "dropped", "truncated", "max_length"}
+    lengths: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, object]:
         return {
@@ -37,7 +40,31 @@ class PreparedData:
             "n_test": len(self.test),
             "system_turn": self.system_turn,
             "tokens_per_example": round(self.tokens_per_example, 1),
+            "lengths": self.lengths,
         }
+
+
+# A launch warns when max_length leaves out more than this share of a split's pairs.
+MAX_DROPPED_SHARE = 0.10
+
+
+def length_lines(lengths: dict[str, dict[str, int]]) -> list[str]:
+    """The launch's lines on max_length: dropped and cut pairs per split, and a warning past MAX_DROPPED_SHARE."""
+    parts, lines = [], []
+    for split, name in (("train", "train"), ("test", "held-out")):
+        got = lengths.get(split)
+        if not got or not got["n"]:
+            continue
+        parts.append(f"{got['dropped']} of {got['n']} {name} pairs dropped (the prompt alone fills it), "
+                     f"{got['truncated']} with an answer cut")  # fmt: skip
+        if got["dropped"] > MAX_DROPPED_SHARE * got["n"]:
+            lines.append(f"  WARNING: data.max_length {got['max_length']} leaves out {got['dropped']} of {got['n']} "
+                         f"{name} pairs ({got['dropped'] / got['n']:.0%}, over {MAX_DROPPED_SHARE:.0%}): raise "
+                         "data.max_length, or shorten the prompts")  # fmt: skip
+    if not parts:
+        return []
+    max_length = next(iter(lengths.values()))["max_length"]
+    return [f"  max_length {max_length}: " + "; ".join(parts), *lines]
 
 
 def load_tokenizer(spec: Spec):  # type: ignore[no-untyped-def]
@@ -60,9 +87,11 @@ def prepare_data(spec: Spec) -> PreparedData:
     tokenizer = load_tokenizer(spec)
     render = make_prompt_renderer(tokenizer)
     turn = "system role" if template_accepts_system(tokenizer) else "user/assistant/user workaround"
-    train_rows = format_rows(train, data.format, render)
+    train_rows, test_rows = format_rows(train, data.format, render), format_rows(test, data.format, render)
     tokens = mean_tokens(tokenizer, train_rows[:256], data.max_length)
-    return PreparedData(train_rows, format_rows(test, data.format, render), report, turn, tokens)
+    lengths = {name: length_report(tokenizer, split, data.max_length)
+               for name, split in (("train", train_rows), ("test", test_rows))}  # fmt: skip
+    return PreparedData(train_rows, test_rows, report, turn, tokens, lengths)
 
 
 def mean_tokens(tokenizer, rows: list[dict[str, str]], max_length: int) -> float:  # type: ignore[no-untyped-def]

@@ -86,8 +86,9 @@ class ReportCallback(TrainerCallback):
     """Forwards every TRL log (train and eval) with examples/tokens seen, time and memory."""
 
     def __init__(self, report: Report, examples_per_step: int, started: float, meter: MemoryMeter,
-                 attempt: dict[str, Any] | None = None) -> None:  # fmt: skip
+                 attempt: dict[str, Any] | None = None, beta: float | None = None) -> None:  # fmt: skip
         self.report = report
+        self.beta = beta  # the trial's DPO beta, for the guard (rewards are beta x a log-ratio)
         self.examples_per_step = examples_per_step
         self.started = started
         self.meter = meter
@@ -107,8 +108,9 @@ class ReportCallback(TrainerCallback):
         if "num_tokens" in logs:
             metrics[TOKENS_SEEN] = int(logs["num_tokens"])
         self.rows.append(metrics)
-        metrics[GUARD] = guard.verdict(self.rows)
-        self.last = metrics
+        metrics[GUARD] = guard.verdict(self.rows, self.beta)
+        # the latest value of every metric: an eval log carries no train metric (and a train log no eval_ one)
+        self.last = {**self.last, **metrics}
         self.report(metrics, None)
 
     def progress(self, step: int) -> dict[str, Any]:
@@ -234,9 +236,8 @@ def run_trial(job: TrialJob, report: Report, callbacks: list[Any] | None = None,
     probe = probe if probe is not None else {}
     loaded = load(job)
     probe["model"] = weakref.ref(loaded.base)
-    forward = ReportCallback(
-        report, job.settings.effective_batch, started, meter, attempt_fields(job.settings, attempt)
-    )
+    fields = attempt_fields(job.settings, attempt)
+    forward = ReportCallback(report, job.settings.effective_batch, started, meter, fields, job.settings.training.beta)
     probe["forward"] = forward
     with tempfile.TemporaryDirectory(prefix="sweeper-trial-") as work:
         trainer = make_trainer(job, loaded, work, [forward, *(callbacks or [])])

@@ -266,11 +266,13 @@ def resume_sweep(plan: SweepPlan, experiment: str, train_rows: list[dict[str, st
 
     check_resumable(experiment)
     # model.reference: shared: the sweep's cache under trials/<name>/refcache is found again (or recomputed)
+    began = time.monotonic()
     refs = shared_references(plan, train_rows, eval_rows, Path(experiment).parent, gpus_per_trial)
+    references_s = time.monotonic() - began
     trainable = wrapped_trainable(plan, train_rows, eval_rows, gpus_per_trial, experiment, refs)
     tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=True)
     started = time.monotonic()
-    return _counts(tuner.fit(), started)
+    return {**_counts(tuner.fit(), started), "references_s": round(references_s, 1)}
 
 
 def check_resumable(experiment: str) -> None:
@@ -309,7 +311,9 @@ def run_sweep(plan: SweepPlan, train_rows: list[dict[str, str]], eval_rows: list
     trials_root = Path(spec.output.trials_dir)
     names = swept_names(spec)
     # model.reference: shared: the reference log-probs, computed once (a Ray task) or read from a cache
+    began = time.monotonic()
     refs = shared_references(plan, train_rows, eval_rows, trials_root, gpus_per_trial)
+    references_s = time.monotonic() - began
     experiment = experiment_path(spec, trials_root / spec.name)
     trainable = wrapped_trainable(plan, train_rows, eval_rows, gpus_per_trial, experiment, refs)
     search = _search(plan, experiment)
@@ -337,7 +341,7 @@ def run_sweep(plan: SweepPlan, train_rows: list[dict[str, str]], eval_rows: list
         ),
     )
     started = time.monotonic()
-    return _counts(tuner.fit(), started)
+    return {**_counts(tuner.fit(), started), "references_s": round(references_s, 1)}
 
 
 @dataclass(frozen=True)

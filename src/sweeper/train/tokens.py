@@ -1,0 +1,40 @@
+"""What tokenization does to preference pairs, counted the way TRL 1.16's DPOTrainer tokenizes them.
+
+Light module: it takes a tokenizer object and imports neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading token ids two sequences share (where a tokenized prompt ends inside prompt + answer)."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def length_report(tokenizer, rows: list[dict[str, str]], max_length: int) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """What ``max_length`` does to these rendered pairs, tokenized as TRL 1.16's DPOTrainer does (the prompt ends
+    where prompt and prompt + answer diverge): ``dropped``, the prompt alone fills it (TRL filters the pair out
+    of training; held-out evaluation cannot score it); ``truncated``, prompt + an answer + EOS is longer (the
+    answer is cut: keep_start)."""
+
+    def ids(texts: list[str]) -> list[list[int]]:
+        return list(tokenizer(texts)["input_ids"]) if texts else []
+
+    prompts = ids([r["prompt"] for r in rows])
+    chosen = ids([r["prompt"] + r["chosen"] for r in rows])
+    rejected = ids([r["prompt"] + r["rejected"] for r in rows])
+    dropped = truncated = 0
+    for p, c, r in zip(prompts, chosen, rejected, strict=True):
+        start = min(common_prefix(p, c), common_prefix(p, r))
+        if start >= max_length:
+            dropped += 1
+        elif max(len(c), len(r)) + 1 > max_length:  # + EOS
+            truncated += 1
+    return {"n": len(rows), "dropped": dropped, "truncated": truncated, "max_length": max_length}
