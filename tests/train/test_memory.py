@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from sweeper.train import memory
 
 from ..conftest import ROOT
@@ -35,5 +37,23 @@ def test_peak_rss_grows_after_a_200_mb_allocation() -> None:
     assert later == after  # a peak never goes down after freeing
 
 
-def test_nvml_is_absent_on_a_cpu_host_without_raising() -> None:
-    assert memory.nvml_used_mb() is None or memory.nvml_used_mb() > 0
+def test_nvml_is_absent_on_a_cpu_host_without_raising(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pynvml
+
+    def missing() -> None:
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)  # what a CPU host's nvmlInit raises
+
+    monkeypatch.setattr(pynvml, "nvmlInit", missing)
+    assert memory.nvml_used_mb() is None
+
+
+def test_nvml_reads_the_device_memory_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    import pynvml
+
+    monkeypatch.setattr(pynvml, "nvmlInit", lambda: None)
+    monkeypatch.setattr(pynvml, "nvmlShutdown", lambda: None)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByIndex", lambda index: f"gpu{index}")
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetMemoryInfo", lambda handle: types.SimpleNamespace(used=3 * 2**30))
+    assert memory.nvml_used_mb(0) == 3072.0
