@@ -8,7 +8,7 @@ from __future__ import annotations
 from sweeper.prune.gate import PruningGate, build_pruner, fail_stale_trials
 from sweeper.prune.guard import is_flagged, verdict
 from sweeper.prune.replay import replay_text
-from sweeper.prune.study import build_gate, fixed_params, forget_gate, optuna_distributions
+from sweeper.prune.study import build_gate, fixed_params, follow, forget_gate, optuna_distributions
 
 __all__ = [
     "PruningGate",
@@ -16,6 +16,7 @@ __all__ = [
     "build_pruner",
     "fail_stale_trials",
     "fixed_params",
+    "follow",
     "forget_gate",
     "is_flagged",
     "optuna_distributions",

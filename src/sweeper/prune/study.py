@@ -40,6 +40,19 @@ def forget_gate(settings: GateSettings) -> None:
     _GATES.pop(settings.key, None)
 
 
+def follow(gate: PruningGate, spec: Spec, trial_id: str, params: dict[str, Any]) -> None:
+    """Start following a Ray trial in the gate (once). A bayes trial seen here was proposed before (a rerun after
+    `sweeper resume`): its params are enqueued so that TPE knows them; other trials are added with their params."""
+    if trial_id in gate.curves:
+        return
+    if spec.method != "bayes":
+        gate.add(trial_id, params)
+        return
+    distributions = optuna_distributions(spec)
+    gate.study.enqueue_trial({n: v for n, v in params.items() if n in distributions})
+    gate.add(trial_id, optuna_trial=gate.study.ask(distributions))
+
+
 def optuna_distributions(spec: Spec) -> dict[str, Any]:
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from sweeper.plan.compile import SweepPlan
 from sweeper.plan.space import label, swept_names
-from sweeper.prune.study import build_gate, fixed_params, forget_gate, optuna_distributions
+from sweeper.prune.study import build_gate, fixed_params, follow, forget_gate, optuna_distributions
 from sweeper.records.metrics import DONE, EXAMPLES_SEEN, GUARD, NODE_ID, NODE_IP, OOM, TOKENS_SEEN
 from sweeper.tune.progress import ProgressPrinter
 from sweeper.tune.runtime import keep_secrets_out_of_runtime_env
@@ -87,16 +87,7 @@ def pruning_scheduler(plan: SweepPlan, step_key: str, pruner_name: str, experime
         def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
             if trial.status in ("TERMINATED", "ERROR"):  # restored by `sweeper resume`: already told to the study
                 return
-            g = build_gate(gate)
-            if trial.trial_id in g.curves:
-                return
-            params = trial.config.get("params", {})
-            if spec.method == "bayes":  # a bayes trial rerun after `sweeper resume`: same params, known to TPE
-                distributions = optuna_distributions(spec)
-                g.study.enqueue_trial({n: v for n, v in params.items() if n in distributions})
-                g.add(trial.trial_id, optuna_trial=g.study.ask(distributions))
-            else:
-                g.add(trial.trial_id, params)
+            follow(build_gate(gate), spec, trial.trial_id, trial.config.get("params", {}))
 
         def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
             if result.get(DONE):
@@ -142,7 +133,6 @@ def study_searcher(plan: SweepPlan) -> Any:
 
     spec, gate = plan.spec, plan.gate
     assert gate is not None, "method: bayes samples from the sweep's study: compile the plan with storage"
-
     mode = "max" if spec.metric.goal == "maximize" else "min"
     distributions = optuna_distributions(spec)
     fixed = {n: v for n, v in fixed_params(spec).items() if n not in distributions}
@@ -189,11 +179,10 @@ def study_searcher(plan: SweepPlan) -> Any:
                     preflight.oom_row(plan.trial(self.params[trial_id]), trial_id, spec.resources.oom)
                 )
 
-        def save(self, checkpoint_path: str) -> None:
+        def save(self, checkpoint_path: str) -> None:  # `sweeper resume` reloads the study from optuna.db
             Path(checkpoint_path).write_text("the state is the Optuna study in optuna.db\n")
 
-        def restore(self, checkpoint_path: str) -> None:
-            pass  # `sweeper resume`: the study is reloaded from optuna.db
+        def restore(self, checkpoint_path: str) -> None: ...
 
     return StudySearcher()
 
