@@ -49,3 +49,14 @@ def test_the_held_out_margins_are_drawn(tmp_path: Path) -> None:
     drawn = write_plots(load_sweep(with_eval_rows(tmp_path)), tmp_path / "plots")
     assert "eval_margins" in drawn and (tmp_path / "plots" / "eval_margins.png").stat().st_size > 5000
     assert "eval_margins" not in write_plots(load_sweep(FIXTURES / "trials" / "smoke"), tmp_path / "plain")
+
+
+def test_the_last_line_names_every_phase_that_took_time() -> None:
+    from sweeper.run.phases import Phases
+
+    phases = Phases()
+    phases.add("data", 24.43)
+    phases.add("shared references", 0.0)  # nothing to compute: not worth a word
+    phases.add("trials", 36.0)
+    text = phases.text()
+    assert text.startswith("in ") and text.endswith("(data 24.4 s, trials 36 s)")

@@ -37,3 +37,9 @@ def test_the_launch_prints_both_splits_and_warns_past_a_tenth_dropped() -> None:
         "answer cut; 3 of 40 held-out pairs dropped (the prompt alone fills it), 30 with an answer cut"
     )
     assert len(lines) == 2 and "WARNING: data.max_length 256 leaves out 61 of 244 train pairs (25%" in lines[1]
+
+
+def test_one_short_line_when_max_length_cuts_nothing() -> None:
+    clean = {"train": {"n": 230, "dropped": 0, "truncated": 0, "max_length": 96},
+             "test": {"n": 26, "dropped": 0, "truncated": 0, "max_length": 96}}  # fmt: skip
+    assert length_lines(clean) == ["  max_length 96: no pair dropped, no answer cut"]

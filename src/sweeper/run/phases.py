@@ -30,5 +30,5 @@ class Phases:
 
     def text(self) -> str:
         """``in 448 s (data 12 s, Ray start 7.4 s, trials 301 s, ...)``: every phase, the rest unnamed."""
-        parts = [f"{name} {seconds:g} s" for name, seconds in self.seconds.items()]
+        parts = [f"{name} {seconds:g} s" for name, seconds in self.seconds.items() if seconds >= 0.1]
         return f"in {self.total:g} s ({', '.join(parts)})" if parts else f"in {self.total:g} s"

@@ -69,7 +69,30 @@ def load_model(model: ModelSection, bf16: bool) -> tuple[Any, Any]:
         device_map={"": 0} if use_cuda() else None,
     )
     base.config.use_cache = False  # incompatible with gradient checkpointing
+    keep_4bit_on_the_training_path(base)
     return tokenizer, base
+
+
+def keep_4bit_on_the_training_path(model: Any) -> int:
+    """Stop bitsandbytes from repacking 4-bit weights for its CPU inference kernel; return the layers set.
+
+    bitsandbytes 0.50 (nn/modules.py, Linear4bit.forward), on a CPU with AVX512-BF16: the first eval-mode forward
+    whose input does not require grad (an evaluation, the reference precompute, the reference pass of a LoRA
+    trial) repacks the layer's weights for ``gemv_4bit`` for good. Every later forward, training included, then
+    goes through that kernel, which computes in bf16 (outputs off by ~6e-3 from the training path) and passes no
+    gradient back: LoRA layers below it stop learning, silently. The repack is lossy to undo, so it is prevented:
+    ``support_avx512bf16_for_cpu``, the per-layer switch it reads, is turned off before any forward. Evaluation and
+    training then run the same kernel (``gemm_4bit``) and agree bit for bit. On a GPU the attribute is unused.
+    """
+    import bitsandbytes as bnb
+
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    for layer in layers:
+        if getattr(layer.weight.quant_state, "packing_format_for_cpu", False):
+            raise RuntimeError(f"{type(layer).__name__} was already repacked for CPU inference: set it up before "
+                               "any eval forward")  # fmt: skip
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)
 
 
 def lora_config(model: ModelSection) -> Any:

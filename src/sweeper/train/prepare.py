@@ -63,6 +63,8 @@ def length_lines(lengths: dict[str, dict[str, int]]) -> list[str]:
                          "data.max_length, or shorten the prompts")  # fmt: skip
     if not parts:
         return []
+    if not any(got["dropped"] or got["truncated"] for got in lengths.values()):
+        return [f"  max_length {next(iter(lengths.values()))['max_length']}: no pair dropped, no answer cut"]
     max_length = next(iter(lengths.values()))["max_length"]
     return [f"  max_length {max_length}: " + "; ".join(parts), *lines]
 
