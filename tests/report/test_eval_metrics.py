@@ -60,3 +60,15 @@ def test_the_last_line_names_every_phase_that_took_time() -> None:
     phases.add("trials", 36.0)
     text = phases.text()
     assert text.startswith("in ") and text.endswith("(data 24.4 s, trials 36 s)")
+
+
+def test_the_report_shows_every_phase_and_the_work_around_the_trials(tmp_path: Path) -> None:
+    sweep_dir = Path(shutil.copytree(FIXTURES / "trials" / "smoke", tmp_path / "smoke"))
+    meta = json.loads((sweep_dir / "sweep.json").read_text())
+    meta["phases"] = [["data", 2.3], ["Ray start", 8.5], ["shared references", 0.0], ["trials", 28.0],
+                      ["evaluation", 3600.0]]  # fmt: skip
+    meta["wall_s"] = 3645.1
+    (sweep_dir / "sweep.json").write_text(json.dumps(meta))
+    text = render_report(load_sweep(sweep_dir))
+    assert "(3645 s: data 2.3 s, Ray start 8.5 s, trials 28 s, evaluation 3600 s)" in text  # in order, no 0 s
+    assert "- Besides the trials: 1 CPU-hours on evaluation;" in text  # an hour of evaluation on 1 CPU

@@ -29,6 +29,7 @@ class SweepMeta(TypedDict, total=False):
     started_at: str
     finished_at: str | None
     wall_s: float
+    phases: list[list[Any]]  # [[phase, seconds], ...] in order: data, Ray start, shared references, trials, ...
     resumed: list[dict[str, Any]]  # one entry per `sweeper resume`: at, address, trials_before, wall_s
 
 

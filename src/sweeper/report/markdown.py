@@ -74,8 +74,9 @@ def header(sweep: SweepRecord) -> list[str]:
     data = meta.get("data") or {}
     versions = ", ".join(f"{k} {v}" for k, v in sorted((meta.get("versions") or {}).items()))
     wall = f" ({fmt(meta['wall_s'])} s)" if meta.get("wall_s") is not None else ""
-    if meta.get("phases"):
-        wall = f" ({fmt(meta['wall_s'])} s: " + ", ".join(f"{k} {fmt(v)} s" for k, v in meta["phases"].items()) + ")"
+    phases = [f"{name} {fmt(s)} s" for name, s in meta.get("phases") or [] if s >= 0.1]
+    if phases:
+        wall = f" ({fmt(meta['wall_s'])} s: {', '.join(phases)})"
     rows = [
         ("Spec", f"`{meta.get('spec_path', '?')}` (sha256 `{meta.get('spec_hash', '?')}`)"),
         ("Method", f"{spec.get('method', '?')}, metric `{metric_of(sweep)[0]}` ({metric_of(sweep)[1]})"),
@@ -103,6 +104,8 @@ def length_text(lengths: Any) -> str | None:
     """What data.max_length did to the pairs (recorded by launch), e.g. ``73 of 244 train pairs dropped ...``."""
     if not isinstance(lengths, dict) or not lengths:
         return None
+    if not any(got.get("dropped") or got.get("truncated") for got in lengths.values()):
+        return f"{next(iter(lengths.values())).get('max_length')} tokens: no pair dropped, no answer cut"
     parts = [f"{got.get('dropped', 0)} of {got.get('n', 0)} {name} pairs dropped (prompt alone fills "
              f"{got.get('max_length')} tokens), {got.get('truncated', 0)} with an answer cut"
              for split, name in (("train", "train"), ("test", "held-out")) if (got := lengths.get(split))]  # fmt: skip

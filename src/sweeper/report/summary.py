@@ -202,7 +202,7 @@ def compute(sweep: SweepRecord) -> Compute:
     pruned = [t.pruned for t in sweep.trials if t.pruned]
     saved = sum(float(p.get("saved_s") or 0.0) for p in pruned)
     examples = sum(int(p.get("saved_examples") or 0) for p in pruned)
-    phases = sweep.meta.get("phases") or {}
+    phases = dict(sweep.meta.get("phases") or [])
     extra = {name: acct.hours(float(phases[name])) or 0.0 for name in ("shared references", "evaluation")
              if phases.get(name)}  # fmt: skip
     return Compute(acct.unit, acct.hours(spent) or 0.0, acct.hours(saved) or 0.0, examples, len(pruned),

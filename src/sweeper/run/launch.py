@@ -289,7 +289,7 @@ def finish_sweep(spec: Spec, sweep_dir: Path, address: str | None, out: TextIO, 
 def record_phases(sweep_dir: Path, phases: Phases) -> SweepRecord:
     """sweep.json with the phases so far and the wall time since the command started; the sweep read back."""
     meta = json.loads((sweep_dir / SWEEP_FILE).read_text(encoding="utf-8"))
-    meta["phases"] = dict(phases.seconds)
+    meta["phases"] = [[name, s] for name, s in phases.seconds.items()]  # in order (sweep.json sorts keys)
     meta["wall_s"] = phases.total
     write_json(sweep_dir / SWEEP_FILE, meta)
     return load_sweep(sweep_dir)
