@@ -21,7 +21,8 @@ from sweeper.records.store import last_run, load_sweep, read_results, write_json
 from ..conftest import ROOT
 from ..ray_procs import kill_all, tree, trial_states, wait_for
 
-N_TRIALS, MAX_STEPS, LOGGING_STEPS = 2, 60, 4  # ~7 s a trial: the kill must land while the second runs
+N_TRIALS, MAX_STEPS, LOGGING_STEPS = 2, 160, 4  # ~13 s a trial (5 s at 60 steps was too short): the kill must land
+# while the second runs, and Ray saves the experiment state only every 5 s
 
 
 def resume_spec(tmp_path: Path) -> Path:
