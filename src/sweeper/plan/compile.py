@@ -11,7 +11,6 @@ Light module: no torch, no ray.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,22 +21,13 @@ from sweeper.plan.budget import Budget, budget_of
 from sweeper.plan.pruning import GateSettings, gate_settings
 from sweeper.plan.settings import TrialSettings, planned_examples, resolve
 from sweeper.plan.space import corner_configs, expand
+from sweeper.records.refcache import signature
 
 
 def reference_group(settings: TrialSettings) -> str:
-    """What one trial's reference log-probs depend on: trials with the same group share them (reference: shared)."""
-    model, training = settings.model, settings.training
-    four_bit = model.quantization == "4bit"
-    fields = {
-        "name_or_path": model.name_or_path,
-        "revision": model.revision,
-        "quantization": model.quantization,
-        "bnb_4bit_quant_type": model.bnb_4bit_quant_type if four_bit else None,
-        "bnb_4bit_use_double_quant": model.bnb_4bit_use_double_quant if four_bit else None,
-        "max_length": settings.data.max_length,
-        "bf16": training.bf16,
-    }
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    """What one trial's reference log-probs depend on: trials with the same group share them (reference: shared).
+    The reference cache's own rule (records.refcache.signature), so the group and the cache key never disagree."""
+    return signature(settings.as_dict())
 
 
 @dataclass(frozen=True)
