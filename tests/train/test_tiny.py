@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from sweeper.errors import SweeperError
 from sweeper.train import tiny
+from sweeper.train.models import resolve_model
 
 # Nothing may come from the Hugging Face Hub here (read when huggingface_hub is first imported).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -106,7 +106,7 @@ def test_ensure_builds_once_then_hits_the_cache(cache: Path, model_path: Path, m
 
     monkeypatch.setattr(tiny, "build_tokenizer", no_rebuild)
     assert tiny.ensure_tiny_model() == model_path
-    assert tiny.resolve_model(tiny.BUILTIN_MODEL) == str(model_path)
+    assert resolve_model(tiny.BUILTIN_MODEL) == str(model_path)
     assert weights.stat().st_mtime_ns == mtime
 
 
@@ -152,13 +152,6 @@ def test_loads_in_4bit_on_cpu(model_path: Path) -> None:
     quantized = [name for name, module in model.named_modules() if isinstance(module, bnb.nn.Linear4bit)]
     assert len(quantized) == 2 * 7  # q, k, v, o, gate, up, down in each of the 2 layers
     assert "model.layers.0.self_attn.q_proj" in quantized
-
-
-def test_resolve_model_passes_other_names_through() -> None:
-    assert tiny.resolve_model("mistralai/Mistral-7B-Instruct-v0.2") == "mistralai/Mistral-7B-Instruct-v0.2"
-    assert tiny.resolve_model("/models/local-checkpoint") == "/models/local-checkpoint"
-    with pytest.raises(SweeperError, match="unknown builtin model 'builtin:huge'; use 'builtin:tiny-mistral'"):
-        tiny.resolve_model("builtin:huge")
 
 
 def test_builtin_names() -> None:

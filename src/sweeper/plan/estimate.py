@@ -90,6 +90,7 @@ KNOWN_SHAPES = {
     "HuggingFaceTB/SmolLM2-135M": SMOLLM2_135M,
     "HuggingFaceTB/SmolLM2-135M-Instruct": SMOLLM2_135M,
     "builtin:tiny-mistral": TINY_MISTRAL,
+    "builtin:smollm2-135m-instruct": SMOLLM2_135M,
 }
 
 

@@ -16,7 +16,7 @@ _WHERE = {
     "oom_injection": "trial",
     "compute_reference_logps": "reference",
     "run_jobs": "evaluate",
-    "resolve_model": "tiny",
+    "resolve_model": "models",
     "ensure_tiny_model": "tiny",
     "prepare_data": "prepare",
     "save_prepared": "prepare",

@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from sweeper.config.spec import DataSection, ModelSection, TrainingSection
-from sweeper.train.tiny import resolve_model
+from sweeper.train.models import resolve_model
 
 
 def set_threads(cpus: float) -> int:

@@ -72,7 +72,7 @@ def length_lines(lengths: dict[str, dict[str, int]]) -> list[str]:
 def load_tokenizer(spec: Spec):  # type: ignore[no-untyped-def]
     from transformers import AutoTokenizer
 
-    from sweeper.train.tiny import resolve_model
+    from sweeper.train.models import resolve_model
 
     model = spec.model
     return AutoTokenizer.from_pretrained(

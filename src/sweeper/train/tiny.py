@@ -28,7 +28,6 @@ __all__ = [
     "build_tokenizer",
     "cache_dir",
     "ensure_tiny_model",
-    "resolve_model",
 ]
 
 BUILTIN_MODEL = "builtin:tiny-mistral"
@@ -185,10 +184,3 @@ def ensure_tiny_model(name: str = BUILTIN_MODEL) -> Path:
 
 def _is_complete(folder: Path) -> bool:
     return (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()
-
-
-def resolve_model(name_or_path: str) -> str:
-    """A builtin name becomes the folder of the built model; a Hub id or local path is returned unchanged."""
-    if name_or_path.startswith("builtin:"):
-        return str(ensure_tiny_model(name_or_path))
-    return name_or_path

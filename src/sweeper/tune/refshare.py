@@ -44,7 +44,7 @@ def shared_references(plan: SweepPlan, train: list[dict], eval_rows: list[dict],
     wanted = plan.shared_references()
     if not wanted:
         return {}
-    from sweeper.train.tiny import resolve_model
+    from sweeper.train.models import resolve_model
 
     sweep_dir = trials_root / spec.name
     root = sweep_dir / refcache.CACHE_DIRNAME
