@@ -400,3 +400,22 @@ def test_synthetic_rows_render_short(tokenizer: Any) -> None:
         for answer in (row["chosen"], row["rejected"])
     )
     assert longest <= 56  # fits max_length 64, even with Mistral's system workaround
+
+
+def test_the_shipped_orca_rows_load_as_a_builtin_with_their_licence() -> None:
+    from sweeper.data import BUILTIN_ORCA, load_rows, shipped_path, validate_rows
+
+    rows = load_rows(BUILTIN_ORCA)
+    assert len(rows) == 284 and set(rows[0]) == {"system", "question", "chosen", "rejected"}
+    valid, report = validate_rows(rows, "orca")
+    assert len(valid) == 284 and report.skipped == {}
+    folder = shipped_path(BUILTIN_ORCA).parent
+    assert "MIT license" in (folder / "orca_dpo_pairs_LICENSE.md").read_text()
+
+
+def test_an_unknown_builtin_data_set_names_the_known_ones() -> None:
+    from sweeper.data import load_rows
+
+    with pytest.raises(DataError, match="builtin:orca: no such builtin data set; use one of builtin:synthetic, "
+                                        "builtin:orca_dpo_pairs"):  # fmt: skip
+        load_rows("builtin:orca")

@@ -16,10 +16,13 @@ from sweeper.data.rows import (
     template_accepts_system,
     validate_rows,
 )
+from sweeper.data.shipped import BUILTIN_ORCA, SHIPPED_DATA, shipped_path
 from sweeper.data.synthetic import BUILTIN_DATA, corpus_texts, synthetic_preference_rows
 
 __all__ = [
     "BUILTIN_DATA",
+    "BUILTIN_ORCA",
+    "SHIPPED_DATA",
     "RowReport",
     "answer_index",
     "corpus_texts",
@@ -28,6 +31,7 @@ __all__ = [
     "load_set",
     "load_valid_rows",
     "make_prompt_renderer",
+    "shipped_path",
     "split_rows",
     "synthetic_preference_rows",
     "template_accepts_system",

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from sweeper.data.shipped import SHIPPED_DATA, shipped_path
 from sweeper.data.synthetic import BUILTIN_DATA, synthetic_preference_rows
 from sweeper.errors import DataError
 
@@ -215,13 +216,18 @@ def _reason(exc: BaseException) -> str:
 
 
 def load_rows(source: str, split: str = "train") -> list[dict[str, Any]]:
-    """Rows from a local .jsonl/.json/.parquet file, the builtin synthetic set, or a Hub dataset id.
+    """Rows from a local .jsonl/.json/.parquet file, a builtin set (synthetic, shipped orca rows), or a Hub id.
 
     JSON is read with the standard library, not ``datasets``: in a column that mixes types (the very rows
     validation must catch), datasets 5.2 decodes strings that happen to be JSON, so "4" became 4.
     """
     if source == BUILTIN_DATA:
         return [dict(row) for row in synthetic_preference_rows()]
+    if source in SHIPPED_DATA:
+        return _read_json(shipped_path(source), source)
+    if source.startswith("builtin:"):
+        known = ", ".join([BUILTIN_DATA, *SHIPPED_DATA])
+        raise DataError(f"{source}: no such builtin data set; use one of {known}, a local file or a Hub dataset id")
     path = Path(source).expanduser()
     suffix = path.suffix.lower()
     if suffix in _LOCAL_SUFFIXES:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 INFEASIBLE_FILE = "infeasible.json"
 # Rows of datasets whose size the dry run cannot count without downloading them.
-KNOWN_DATASET_ROWS = {"Intel/orca_dpo_pairs": 12859, "builtin:synthetic": 256}
+KNOWN_DATASET_ROWS = {"Intel/orca_dpo_pairs": 12859, "builtin:synthetic": 256, "builtin:orca_dpo_pairs": 284}
 # The seed's throughput: the six-config lr_grid (3 epochs of ~12.2k orca rows each, ~220k examples) took
 # ~60 GPU-hours on A100s, i.e. ~1.0 DPO example per GPU-second for Mistral-7B at max_length 1536.
 SEED_EXAMPLES_PER_S = 1.0
