@@ -15,15 +15,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from sweeper.records.heldout import answer_stats, generation_metrics
+from sweeper.report.evidence import (
+    DEGENERATE_DISTINCT2_DROP,
+    DEGENERATE_REPEAT,
+    MAX_PAIRS,
+    Rate,
+    degeneration,
+    pairs_needed,
+)
 from sweeper.report.tables import row, table
 
 # The held-out winner: best preference rate, ties broken by the mean log-prob margin.
 RANK_KEYS = ("rate", "margin_mean")
-
-
-# ---------------------------------------------------------------------------------------------
-# Generations: length and repetition
-# ---------------------------------------------------------------------------------------------
 
 
 # ---------------------------------------------------------------------------------------------
@@ -33,14 +36,23 @@ RANK_KEYS = ("rate", "margin_mean")
 
 @dataclass(frozen=True)
 class Agreement:
+    """The sweep metric's winner against the held-out leader and the base, on 95% Wilson intervals.
+
+    ``heldout_winner`` is always the trial with the top held-out rate (ties: the larger log-prob margin), the one
+    the report's table marks ▲. ``agrees`` is the one rule text and table share: no trial's interval lies wholly
+    above the metric winner's (a leader inside the noise does not contradict the metric).
+    """
+
     agrees: bool
     metric_winner: str
     heldout_winner: str
-    metric_winner_rate: float
-    heldout_rate: float
-    base_rate: float | None
-    n: int
-    tied_with: str | None = None  # the held-out winner by margin when it ties the metric's winner on the rate
+    winner: Rate
+    leader: Rate
+    base: Rate | None
+
+    @property
+    def separated(self) -> bool:
+        return not self.agrees
 
 
 def preference(record: dict[str, Any] | None) -> dict[str, Any]:
@@ -48,6 +60,12 @@ def preference(record: dict[str, Any] | None) -> dict[str, Any]:
     if not record or record.get("status") != "evaluated":
         return {}
     return dict(record.get("preference") or {})
+
+
+def rate_of(record: dict[str, Any] | None) -> Rate | None:
+    """The held-out preference rate of a record as k of n pairs, or None."""
+    p = preference(record)
+    return Rate.of(p.get("rate"), p.get("n"))
 
 
 def heldout_winner(evaluations: dict[str, dict[str, Any] | None]) -> str | None:
@@ -61,36 +79,54 @@ def heldout_winner(evaluations: dict[str, dict[str, Any] | None]) -> str | None:
 
 def agreement(metric_winner: str | None, evaluations: dict[str, dict[str, Any] | None],
               base: dict[str, Any] | None = None) -> Agreement | None:  # fmt: skip
-    """Compare the sweep metric's winner with the held-out winner; None when either is unknown. A tie on the
-    held-out rate counts as agreement (the held-out set cannot tell the two apart)."""
+    """Compare the sweep metric's winner with the held-out leader (and the base); None when either is unknown."""
     best = heldout_winner(evaluations)
-    mine = preference(evaluations.get(metric_winner or ""))
-    if metric_winner is None or best is None or mine.get("rate") is None:
+    mine = rate_of(evaluations.get(metric_winner or ""))
+    if metric_winner is None or best is None or mine is None:
         return None
-    top = preference(evaluations[best])
-    agrees = best == metric_winner or float(mine["rate"]) >= float(top["rate"])
-    base_rate = preference(base).get("rate")
-    return Agreement(agrees, metric_winner, metric_winner if agrees else best, float(mine["rate"]), float(top["rate"]),
-                     None if base_rate is None else float(base_rate), int(top.get("n", 0)),
-                     best if agrees and best != metric_winner else None)  # fmt: skip
+    top = rate_of(evaluations[best])
+    assert top is not None  # heldout_winner only returns scored trials
+    return Agreement(not top.above(mine), metric_winner, best, mine, top, rate_of(base))
 
 
 def agreement_line(a: Agreement) -> str:
-    """One verdict sentence, plain about a disagreement."""
-    base = f"; base {a.base_rate:.0%}" if a.base_rate is not None else ""
-    if a.agrees:
-        line = (f"Held-out preference accuracy agrees: `{a.metric_winner}` also prefers the chosen answer most often "
-                f"on {a.n} held-out pairs ({a.metric_winner_rate:.0%}{base}).")  # fmt: skip
-        if a.tied_with:
-            line += f" `{a.tied_with}` ties it on that rate with a larger log-prob margin."
-        if a.base_rate is not None and a.metric_winner_rate <= a.base_rate:
-            line += " But it does no better than the base model there: the training gain did not carry over."
-        return line
-    return (
-        f"⚠ Held-out preference accuracy disagrees with the sweep metric: the metric's winner "
-        f"`{a.metric_winner}` prefers the chosen answer on {a.metric_winner_rate:.0%} of {a.n} held-out pairs, "
-        f"the held-out winner `{a.heldout_winner}` on {a.heldout_rate:.0%}{base}. Check both before choosing."
-    )
+    """The verdict's held-out sentences: winner vs held-out leader, then vs base, each said only as far as the
+    95% Wilson intervals on the held-out pairs allow."""
+    n = a.winner.n
+    if a.heldout_winner == a.metric_winner:
+        line = (f"Held-out evidence agrees: `{a.metric_winner}` prefers the chosen answer most often, on "
+                f"{a.winner.text()} of {n} held-out pairs (95% Wilson interval).")  # fmt: skip
+    elif a.agrees:
+        line = (f"Held-out evidence cannot tell the metric's winner `{a.metric_winner}` ({a.winner.text()}) from the "
+                f"held-out leader `{a.heldout_winner}` ▲ ({a.leader.text()}) on {n} pairs: the 95% intervals "
+                "overlap, so it does not contradict the metric.")  # fmt: skip
+    else:
+        return (f"⚠ Held-out evidence disagrees with the sweep metric: the held-out leader `{a.heldout_winner}` ▲ "
+                f"prefers the chosen answer on {a.leader.text()} of {n} held-out pairs, the metric's winner "
+                f"`{a.metric_winner}` on {a.winner.text()} (95% intervals apart). Check both before choosing."
+                + _against_base(a))  # fmt: skip
+    return line + _against_base(a)
+
+
+def _against_base(a: Agreement) -> str:
+    if a.base is None:
+        return ""
+    base = f"the base model ({a.base.text()})"
+    if a.winner.above(a.base):
+        return f" Against {base} it is better beyond noise."
+    if a.winner.p <= a.base.p:
+        return f" But it does no better than {base}: the training gain did not carry over."
+    need = pairs_needed(a.winner.p, a.base.p)
+    grow = f"about {need:,} held-out pairs" if need is not None else f"more than {MAX_PAIRS:,} held-out pairs"
+    return (f" Against {base} the gain is within noise: the held-out set is too small to call it; at these rates "
+            f"{grow} would tell them apart ({a.base.n} now; `data.test_size`).")  # fmt: skip
+
+
+def degenerate_flag(record: dict[str, Any] | None, base: dict[str, Any] | None) -> str | None:
+    """The degeneration finding of a trial's greedy samples against the base's (sweeper.report.evidence)."""
+    if not record or not base:
+        return None
+    return degeneration(record.get("generation"), base.get("generation"))
 
 
 def samples_text(name: str, prompts: Sequence[dict[str, str]], models: Sequence[tuple[str, list[dict[str, Any]]]],
@@ -151,12 +187,18 @@ def has_evaluation(sweep: Any) -> bool:
     return bool(sweep.base_evaluation) or any(t.evaluation for t in sweep.trials)
 
 
+def base_of(sweep: Any, record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The base evaluation a trial's record was scored against (its ``base`` label), else the first base."""
+    bases = {b.get("label", "base"): b for b in sweep.base_evaluation}
+    label = (record or {}).get("base") or "base"
+    return bases.get(label) or (sweep.base_evaluation[0] if sweep.base_evaluation else None)
+
+
 def verdict_line(sweep: Any, best: Any) -> str | None:
     """The agreement line for the report's verdict, or None when the sweep was not evaluated."""
     if best is None or not has_evaluation(sweep):
         return None
-    a = agreement(best.trial_id, {t.trial_id: t.evaluation for t in sweep.trials},
-                  sweep.base_evaluation[0] if sweep.base_evaluation else None)  # fmt: skip
+    a = agreement(best.trial_id, {t.trial_id: t.evaluation for t in sweep.trials}, base_of(sweep, best.evaluation))
     if a is None:
         record = best.evaluation or {}
         why = record.get("reason") or "it has no evaluation record"
@@ -174,15 +216,17 @@ def heldout_section(sweep: Any, best: Any) -> list[str]:
     head = ["model", "status", "pref rate", "Δ vs base", "per token", "log-prob margin", "reward accuracy",
             *[f"{name} acc (norm)" for name in sets], "sample tokens", "distinct-2", "eval s"]  # fmt: skip
     lines = table(head)
-    bases = {b.get("label", "base"): preference(b).get("rate") for b in sweep.base_evaluation}
     for b in sweep.base_evaluation:
         lines.append(_row(f"{b.get('label', 'base')}", b, None, sets))
+    flagged = 0
     for t in sweep.trials:
         if t.evaluation is None:
             continue
         mark = (" ★" if best is not None and t is best else "") + (" ▲" if t.trial_id == top else "")
-        base_rate = bases.get(t.evaluation.get("base") or "base")
-        lines.append(_row(f"`{t.trial_id}`{mark}", t.evaluation, base_rate, sets))
+        base = base_of(sweep, t.evaluation)
+        degenerate = degenerate_flag(t.evaluation, base)
+        flagged += degenerate is not None
+        lines.append(_row(f"`{t.trial_id}`{mark}", t.evaluation, preference(base).get("rate"), sets, degenerate))
     records = [r for r in [*sweep.base_evaluation, *evaluations.values()] if r and r.get("status") == "evaluated"]
     first = next((preference(r) for r in records if preference(r)), {})
     n, unscorable, truncated = first.get("n", 0), first.get("n_unscorable", 0), first.get("n_truncated")
@@ -191,7 +235,12 @@ def heldout_section(sweep: Any, best: Any) -> list[str]:
     notes = [f"On {n} held-out pairs (`data/test.jsonl`): **pref rate** = share where log p(chosen) > log p(rejected)"
              " under the model alone (summed over the answer's tokens; **per token**: length-normalised); **log-prob "
              "margin** = mean summed difference; **reward accuracy** = DPO's implicit reward against the base as "
-             "reference ranks chosen first. ★ sweep metric's winner, ▲ held-out winner."]  # fmt: skip
+             "reference ranks chosen first; [lo–hi] = 95% Wilson interval of the rate. ★ sweep metric's winner, "
+             "▲ held-out leader (top rate; ties: larger margin)."]  # fmt: skip
+    if flagged:
+        notes.append(f"⚠ on distinct-2: {flagged} trial(s) whose greedy samples degenerate against the base's "
+                     f"(repeated word trigrams ≥ {DEGENERATE_REPEAT:g} and twice the base's, or distinct-2 "
+                     f"{DEGENERATE_DISTINCT2_DROP:g} below it).")  # fmt: skip
     if unscorable or truncated:
         notes.append(
             f"{unscorable} held-out pair(s) left out: the prompt alone fills `data.max_length`, so no answer token "
@@ -209,17 +258,20 @@ def heldout_section(sweep: Any, best: Any) -> list[str]:
     return lines + [line for note in notes for line in ("", note)]
 
 
-def _row(label: str, record: dict[str, Any], base_rate: float | None, sets: list[str]) -> str:
+def _row(label: str, record: dict[str, Any], base_rate: float | None, sets: list[str],
+         degenerate: str | None = None) -> str:  # fmt: skip
     if record.get("status") != "evaluated":
         reason = record.get("reason") or "?"
         return row([label, f"{record.get('status', '?')}: {reason}", *["-"] * (8 + len(sets))])
     p, g = record.get("preference") or {}, record.get("generation") or {}
     mc = record.get("multiple_choice") or {}
     delta = None if base_rate is None or p.get("rate") is None else p["rate"] - base_rate
-    cells = [label, "evaluated", _pct(p.get("rate")), "-" if delta is None else f"{delta * 100:+.0f} pts",
+    rate = Rate.of(p.get("rate"), p.get("n"))
+    cells = [label, "evaluated", rate.text() if rate else "-", "-" if delta is None else f"{delta * 100:+.0f} pts",
              _pct(p.get("rate_norm")), _signed(p.get("margin_mean")), _pct(p.get("reward_accuracy")),
              *[f"{_pct(mc[s].get('accuracy'))} ({_pct(mc[s].get('accuracy_norm'))})" if s in mc else "-" for s in sets],
-             _f(g.get("n_tokens")), _f(g.get("distinct_2")), _f(record.get("seconds"))]  # fmt: skip
+             _f(g.get("n_tokens")), _f(g.get("distinct_2")) + (" ⚠" if degenerate else ""),
+             _f(record.get("seconds"))]  # fmt: skip
     return row(cells)
 
 

@@ -14,7 +14,7 @@ from sweeper.errors import last_line
 from sweeper.records.files import write_text_atomic
 from sweeper.records.metrics import GPU_NAME, STEP
 from sweeper.records.store import STATUSES, SweepRecord, TrialRecord, best_trial
-from sweeper.report.evalstats import has_evaluation, heldout_section, verdict_line
+from sweeper.report.evalstats import base_of, degenerate_flag, has_evaluation, heldout_section, verdict_line
 from sweeper.report.summary import (
     BEST_OF,
     MIN_STEPS,
@@ -143,6 +143,10 @@ def verdict(sweep: SweepRecord, best: TrialRecord | None, metric: str, goal: str
         line += " (the only completed trial)."
     lines = [line]
     warnings = verdict_warnings(best, value, second_value)
+    degenerate = degenerate_flag(best.evaluation, base_of(sweep, best.evaluation))
+    if degenerate:
+        warnings.append(f"{degenerate}: its greedy answers loop where the base's do not (see samples.md); a higher "
+                        "margin bought with broken generations is not a better model.")  # fmt: skip
     beta = beta_warning(best, best_per_beta(sweep, metric, goal), metric)
     if beta:
         warnings.append(beta)
