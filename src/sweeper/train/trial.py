@@ -217,6 +217,9 @@ def make_trainer(job: TrialJob, loaded: Loaded, work: str, callbacks: list[Any])
         peft_config=lora_config(job.settings.model),
         callbacks=callbacks,
     )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # with disable_tqdm it prints every log dict: our callback reports them
     if job.settings.model.reference == "shared":
         from sweeper.train.reference import use_shared
 
