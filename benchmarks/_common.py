@@ -12,13 +12,36 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from plain_trl import CONFIG  # noqa: E402
 
+# --real: the builtin pretrained SmolLM2-135M-Instruct on the shipped orca rows instead of the tiny model
+REAL_MODEL = {"name_or_path": "builtin:smollm2-135m-instruct"}
+REAL_DATA = {"path": "builtin:orca_dpo_pairs", "max_length": 128, "test_size": 24}
+REAL_CONFIG = {"per_device_train_batch_size": 2, "max_length": 128, "learning_rate": 1e-4, "max_steps": 4,
+               "logging_steps": 1}  # fmt: skip
+REAL = {"on": False}
+
+
+def use_real() -> None:
+    """Switch every benchmark helper to the real model and rows (CONFIG is updated in place)."""
+    REAL["on"] = True
+    CONFIG.update(REAL_CONFIG)
+
+
+def model_path() -> str:
+    from sweeper.train.models import resolve_model
+
+    return resolve_model(REAL_MODEL["name_or_path"] if REAL["on"] else "builtin:tiny-mistral")
+
 
 def smoke_spec(**model: Any) -> Any:
-    """sweeps/smoke.yaml with the benchmark's CONFIG (one trial's worth) and the given model fields."""
+    """sweeps/smoke.yaml with the benchmark's CONFIG (one trial's worth) and the given model fields
+    (with --real: the builtin SmolLM2 model and the shipped orca rows)."""
     from sweeper.config.spec import load_spec
 
     spec = load_spec(ROOT / "sweeps" / "smoke.yaml")
     lora = CONFIG["lora"]
+    if REAL["on"]:
+        model = {**REAL_MODEL, **model}
+        spec = spec.model_copy(update={"data": spec.data.model_copy(update=REAL_DATA)})
     return spec.model_copy(update={
         "parameters": {},
         "model": spec.model.model_copy(update={**model, "lora": spec.model.lora.model_copy(update=lora)}),

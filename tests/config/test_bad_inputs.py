@@ -28,8 +28,9 @@ DATA = sorted(k for k in EXPECTED if k.startswith("data/"))
 def data_spec(data_file: Path, folder: Path) -> Path:
     """A valid spec whose only problem is its data file (the tiny model, nothing downloaded)."""
     spec = folder / "spec.yaml"
+    fmt = "orca" if data_file.name.startswith("orca_") else "auto"  # orca_*: checked against a format set by name
     spec.write_text(f"name: hostile\nmodel: {{name_or_path: builtin:tiny-mistral}}\n"
-                    f"data: {{path: {json.dumps(str(data_file))}, format: orca}}\n")  # fmt: skip
+                    f"data: {{path: {json.dumps(str(data_file))}, format: {fmt}}}\n")  # fmt: skip
     return spec
 
 
@@ -63,13 +64,14 @@ def test_malformed_spec(name: str, dry: bool, tmp_path: Path, monkeypatch: pytes
 
 
 @pytest.mark.parametrize("name", DATA, ids=[Path(d).name for d in DATA])
-def test_malformed_data_file(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("dry", [True, False], ids=["dry-run", "launch"])
+def test_malformed_data_file(name: str, dry: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     work = tmp_path / "work"
     work.mkdir()
     spec = data_spec(CORPUS / name, tmp_path)
     monkeypatch.chdir(work)
-    code = main(["launch", str(spec)])
+    code = main(["launch", str(spec), *(["--dry-run"] if dry else [])])
     out, err = capsys.readouterr()
     check(code, out, err, CORPUS / name, EXPECTED[name], work)
 

@@ -125,3 +125,27 @@ def test_swept_model_fields_land_in_their_section() -> None:
     settings = resolve(spec, expand(spec)[-1])
     assert settings.model.quantization == "none"
     assert settings.model.lora.r == 16
+
+
+def test_the_dry_run_reads_the_data_and_names_the_detected_format(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = ROOT / "tests" / "fixtures" / "data" / "formats" / "conversational.jsonl"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: fmt\nmodel: {{name_or_path: builtin:tiny-mistral}}\ndata: {{path: '{data}'}}\n")
+    assert main(["launch", str(spec), "--dry-run"]) == 0
+    assert "  data: 3 rows: 3 valid; format conversational (detected)" in capsys.readouterr().out
+    spec.write_text(
+        f"name: fmt\nmodel: {{name_or_path: builtin:tiny-mistral}}\ndata: {{path: '{tmp_path}/no.jsonl'}}\n"
+    )
+    assert main(["launch", str(spec), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ERROR: {tmp_path}/no.jsonl: no such file")
+    assert not (tmp_path / "trials").exists()
+
+
+def test_a_hub_dataset_is_not_downloaded_by_the_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["launch", str(ROOT / "sweeps" / "lr_grid.yaml"), "--dry-run"]) == 0
+    assert (
+        "  data: Hub dataset Intel/orca_dpo_pairs (orca): read at launch, not by the dry run" in capsys.readouterr().out
+    )

@@ -106,6 +106,7 @@ def test_bad_rows_are_counted_by_reason_and_skipped() -> None:
             "non-text 'rejected'": 1,  # a list
             "non-text 'system'": 1,
         },
+        format="orca",
     )
 
 
@@ -146,8 +147,9 @@ def test_require_valid_rows_passes_when_a_row_survives() -> None:
 
 
 def test_unknown_format_is_a_data_error() -> None:
-    with pytest.raises(DataError, match="unknown data format 'sharegpt'; use one of: orca, prompt_chosen_rejected"):
-        validate_rows([], "sharegpt")
+    with pytest.raises(DataError, match="unknown data format 'csv'; use one of: auto, orca, prompt_chosen_rejected, "
+                                        "conversational"):  # fmt: skip
+        validate_rows([], "csv")
 
 
 # --- rendering ------------------------------------------------------------------------------------
@@ -339,7 +341,7 @@ def test_a_hub_id_that_cannot_be_loaded_says_why_and_what_to_do(monkeypatch: pyt
         load_rows("sweeper-tests/no-such-dataset")
     message = str(caught.value)
     assert message.startswith("sweeper-tests/no-such-dataset: could not be loaded as a Hub dataset, split 'train' (")
-    assert "check the id and split, or give a local .jsonl/.json/.parquet path" in message
+    assert "check the id, data.name and data.split, or give a local .jsonl/.json/.parquet path" in message
     assert "\n" not in message
 
 

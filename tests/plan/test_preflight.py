@@ -37,7 +37,7 @@ def dry(spec: Spec) -> str:
 
 def test_dry_run_of_the_seed_grid_shows_predicted_peaks_and_cost() -> None:
     text = dry(load_spec(ROOT / "sweeps" / "lr_grid.yaml"))
-    assert "predicted GB" in text.splitlines()[3]  # the table's header
+    assert "predicted GB" in text.splitlines()[4]  # the table's header, after the data line
     assert text.count(" 29.8") == 6  # six trials at per-device batch 8, max_length 1536, adapter reference
     assert "0 trial(s) over it" in text
     # 6 trials x 3 epochs x 12,216 rows at the seed's ~1 example/s: about the seed's own ~60 GPU-hours

@@ -77,7 +77,7 @@ def test_held_out_evaluation_backs_the_winner(smoke_run: tuple[Path, str]) -> No
     assert min(r for lr, r in rates.items() if lr > 1e-3) > base["rate"]  # trained trials beat base held out
     assert (work / "reports" / "smoke" / "samples.md").is_file()
     report = (work / "reports" / "smoke.md").read_text()
-    assert "## Held-out evaluation" in report and "Held-out preference accuracy" in report
+    assert "## Held-out evaluation" in report and "Held-out evidence agrees" in report
     assert "Evaluating base and 4 trial(s) on 26 held-out pairs" in stdout
 
 

@@ -150,7 +150,7 @@ def test_pruned_trial_is_skipped_with_a_reason_and_the_report_shows_base_first(e
     assert rows[4].startswith("| `ev000_00003` | error: ")  # the damaged adapter: recorded, the others went on
     assert evaluated["by_id"]["ev000_00003"]["status"] == "error"
     verdict = report.split("## Verdict")[1].split("## Trials")[0]
-    assert "Held-out preference accuracy agrees: `ev000_00000`" in verdict
+    assert "Held-out evidence agrees: `ev000_00000`" in verdict
     assert "[samples.md](evalsweep/samples.md)" in section
     print(f"evaluation of base + 2 trials, inline on CPU: {evaluated['seconds']:.1f} s")
 

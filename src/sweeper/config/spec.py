@@ -83,9 +83,16 @@ class ModelSection(_Section):
 
 
 class DataSection(_Section):
-    # A Hub dataset id (Intel/orca_dpo_pairs), a local .json/.jsonl/.parquet file, or builtin:synthetic.
+    # A Hub dataset id (Intel/orca_dpo_pairs), a local .json/.jsonl/.parquet file, builtin:synthetic or
+    # builtin:orca_dpo_pairs (284 real rows shipped with sweeper).
     path: Annotated[str, Field(min_length=1)]
-    format: Literal["orca", "prompt_chosen_rejected"] = "orca"
+    # auto: detected from the columns and printed (README: Data formats); or one of the formats by name.
+    format: Literal["auto", "orca", "prompt_chosen_rejected", "conversational", "implicit_prompt", "hh_rlhf",
+                    "llamafactory_messages", "sharegpt", "alpaca"] = "auto"  # fmt: skip
+    # The format's column names mapped onto the file's: {prompt: instruction_text, chosen: good, rejected: bad}.
+    columns: dict[str, Annotated[str, Field(min_length=1)]] = {}
+    # The Hub dataset's configuration name (datasets.load_dataset(path, name)); None = its default.
+    name: str | None = None
     split: str = "train"
     # Held-out rows: a fraction (< 1) or a count (>= 1); 0 keeps every row for training.
     test_size: Annotated[float, Field(ge=0)] = 0.1

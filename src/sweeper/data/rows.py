@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from sweeper.data.formats import MESSAGE_FORMATS, Skip, detect_format, normalise, rename_columns
 from sweeper.data.shipped import SHIPPED_DATA, shipped_path
 from sweeper.data.synthetic import BUILTIN_DATA, synthetic_preference_rows
 from sweeper.errors import DataError
 
-FORMATS = ("orca", "prompt_chosen_rejected")
+FORMATS = ("auto", "orca", "prompt_chosen_rejected", *MESSAGE_FORMATS)
 
 # Required text fields per format; orca's optional "system" is handled apart.
 _REQUIRED = {
@@ -63,6 +64,7 @@ class RowReport:
     n_total: int
     n_valid: int
     skipped: dict[str, int]  # reason -> count
+    format: str = ""  # the format the rows were read as (detected when data.format is auto)
 
     def summary(self) -> str:
         """One line, e.g. ``284 rows: 280 valid, skipped 3 empty 'chosen', 1 chosen == rejected``."""
@@ -98,33 +100,62 @@ def _row_problem(row: object, fmt: str) -> str | None:
     return None
 
 
-def validate_rows(rows: Iterable[Mapping[str, Any]], fmt: str) -> tuple[list[dict[str, str]], RowReport]:
-    """Keep the usable rows of ``fmt``; skip the others, counted by reason.
+def validate_rows(rows: Iterable[Mapping[str, Any]], fmt: str,
+                  columns: Mapping[str, str] | None = None) -> tuple[list[dict[str, Any]], RowReport]:  # fmt: skip
+    """Keep the usable rows of ``fmt`` (``auto``: detected from the columns); skip the others, counted by reason.
 
-    Reasons: missing / empty (or whitespace-only) / non-text field, chosen == rejected, not an object.
-    Clean orca rows have system ("" when absent), question, chosen, rejected; prompt_chosen_rejected rows have
-    prompt, chosen, rejected. Texts are kept as given (not stripped).
+    ``columns`` (``data.columns``) renames the file's columns onto the format's first. Reasons: missing / empty
+    (or whitespace-only) / non-text field, chosen == rejected, not an object, and the message formats' own
+    (sweeper.data.formats). Clean orca rows have system ("" when absent), question, chosen, rejected;
+    prompt_chosen_rejected rows have prompt, chosen, rejected; the message formats give messages, chosen,
+    rejected. Texts are kept as given (not stripped).
     """
+    rows = [rename_columns(row, columns or {}) for row in rows]
+    if fmt == "auto":
+        detected = detect_format(rows)
+        if detected is None and any(isinstance(r, Mapping) for r in rows):
+            raise DataError(_undetected(rows))
+        if detected is None:  # no object row at all: counted as such, and refused as "no usable rows"
+            return [], RowReport(len(rows), 0, dict(Counter("not an object" for _ in rows)), "auto")
+        fmt = detected
     _check_format(fmt)
-    fields = ("system", *_REQUIRED[fmt]) if fmt == "orca" else _REQUIRED[fmt]
-    clean: list[dict[str, str]] = []
+    clean: list[dict[str, Any]] = []
     skipped: Counter[str] = Counter()
-    n_total = 0
     for row in rows:
-        n_total += 1
+        if fmt in MESSAGE_FORMATS:
+            try:
+                clean.append(normalise(row, fmt))
+            except Skip as why:
+                skipped[str(why)] += 1
+            continue
         problem = _row_problem(row, fmt)
         if problem is not None:
             skipped[problem] += 1
             continue
+        fields = ("system", *_REQUIRED[fmt]) if fmt == "orca" else _REQUIRED[fmt]
         clean.append({field: row.get(field) or "" for field in fields})
-    return clean, RowReport(n_total=n_total, n_valid=len(clean), skipped=dict(skipped))
+    return clean, RowReport(n_total=len(rows), n_valid=len(clean), skipped=dict(skipped), format=fmt)
+
+
+def _undetected(rows: Sequence[Any]) -> str:
+    first = next((r for r in rows if isinstance(r, Mapping)), None)
+    if first is None:
+        found = "no object rows" if rows else "no rows"
+    else:
+        found = "columns " + ", ".join(sorted(map(str, first)))[:200]
+    return (
+        f"the data format could not be detected ({found}); preference rows need 'chosen' and 'rejected' "
+        "(with 'prompt', 'question', 'instruction' or 'conversations'), or 'chosen_messages' and "
+        "'rejected_messages': set data.format, or map your columns with data.columns (README: Data formats)"
+    )
 
 
 def require_valid_rows(report: RowReport, source: str, fmt: str) -> None:
     """Raise DataError naming ``source`` when no row survived validation."""
     if report.n_valid > 0:
         return
-    needs = ", ".join(_REQUIRED[fmt]) if fmt in _REQUIRED else "?"
+    fmt = report.format or fmt
+    needs = ", ".join(_REQUIRED[fmt]) if fmt in _REQUIRED else "its columns (README: Data formats)"
     raise DataError(
         f"{source}: no usable preference rows ({report.summary()}); "
         f"format {fmt!r} needs non-empty text fields {needs} with chosen != rejected: "
@@ -164,33 +195,55 @@ def _messages(system: str, question: str, accepts_system: bool) -> list[dict[str
     ]
 
 
-def make_prompt_renderer(tokenizer: ChatTokenizer) -> Callable[[str, str], str]:
-    """``render(system, question)`` → the prompt string through the tokenizer's chat template, ready for TRL.
+class PromptRenderer:
+    """Prompts through the tokenizer's chat template, ready for TRL: ``render(system, question)`` for flat rows,
+    ``render.messages(turns)`` for the message formats.
 
     The generation prompt is appended. A template without a system role gets the system text as a first user
     turn answered by the assistant with ``SYSTEM_ACK``. When the tokenizer adds BOS itself, one leading BOS
     string written by the template is removed, so TRL's ``tokenizer(text=prompt)`` yields a single BOS.
     """
-    if getattr(tokenizer, "chat_template", None) is None:
-        raise DataError(
-            "the model's tokenizer has no chat template, so prompts cannot be rendered; "
-            "use an instruct/chat model or set chat_template in its tokenizer_config"
-        )
-    accepts_system = template_accepts_system(tokenizer)
-    bos = tokenizer.bos_token if tokenizer_adds_bos(tokenizer) else None
 
-    def render(system: str, question: str) -> str:
-        messages = _messages(system, question, accepts_system)
-        prompt = str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-        if bos and prompt.startswith(bos):
-            prompt = prompt[len(bos) :]
+    def __init__(self, tokenizer: ChatTokenizer) -> None:
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise DataError(
+                "the model's tokenizer has no chat template, so prompts cannot be rendered; "
+                "use an instruct/chat model or set chat_template in its tokenizer_config"
+            )
+        self.tokenizer = tokenizer
+        self.accepts_system = template_accepts_system(tokenizer)
+        self.bos = tokenizer.bos_token if tokenizer_adds_bos(tokenizer) else None
+
+    def __call__(self, system: str, question: str) -> str:
+        return self._render(_messages(system, question, self.accepts_system))
+
+    def messages(self, turns: Sequence[Mapping[str, str]]) -> str:
+        """A prompt of several turns; a leading system turn follows the same rule as ``system`` above."""
+        turns = [dict(t) for t in turns]
+        if turns and turns[0]["role"] == "system":
+            system, rest = turns[0]["content"], turns[1:]
+            if not system.strip():
+                turns = rest
+            elif not self.accepts_system:
+                turns = [{"role": "user", "content": system}, {"role": "assistant", "content": SYSTEM_ACK}, *rest]
+        return self._render(turns)
+
+    def _render(self, turns: list[dict[str, str]]) -> str:
+        prompt = str(self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True))
+        if self.bos and prompt.startswith(self.bos):
+            prompt = prompt[len(self.bos) :]
         return prompt
 
-    return render
+
+def make_prompt_renderer(tokenizer: ChatTokenizer) -> PromptRenderer:
+    """The tokenizer's :class:`PromptRenderer` (DataError when it has no chat template)."""
+    return PromptRenderer(tokenizer)
 
 
-def format_rows(rows: Iterable[Mapping[str, str]], fmt: str, render: Callable[[str, str], str]) -> list[dict[str, str]]:
-    """Validated rows → ``{"prompt", "chosen", "rejected"}``; the answers stay plain (TRL appends EOS)."""
+def format_rows(rows: Iterable[Mapping[str, Any]], fmt: str, render: Callable[[str, str], str]) -> list[dict[str, str]]:
+    """Validated rows → ``{"prompt", "chosen", "rejected"}``; the answers stay plain (TRL appends EOS).
+
+    The message formats need a :class:`PromptRenderer` (its ``messages``)."""
     _check_format(fmt)
     if fmt == "orca":
         return [
@@ -200,6 +253,13 @@ def format_rows(rows: Iterable[Mapping[str, str]], fmt: str, render: Callable[[s
                 "rejected": row["rejected"],
             }
             for row in rows
+        ]
+    if fmt in MESSAGE_FORMATS:
+        turns = getattr(render, "messages", None)
+        if turns is None:
+            raise TypeError(f"format {fmt!r} renders message turns: pass a PromptRenderer")
+        return [
+            {"prompt": turns(row["messages"]), "chosen": row["chosen"], "rejected": row["rejected"]} for row in rows
         ]
     return [{"prompt": render("", row["prompt"]), "chosen": row["chosen"], "rejected": row["rejected"]} for row in rows]
 
@@ -215,7 +275,16 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-def load_rows(source: str, split: str = "train") -> list[dict[str, Any]]:
+def is_local_source(source: str) -> bool:
+    """A builtin set or a path on this machine (a file, or anything with a file suffix or a path separator),
+    as opposed to a Hub dataset id such as ``Intel/orca_dpo_pairs``."""
+    if source.startswith("builtin:"):
+        return True
+    path = Path(source).expanduser()
+    return path.exists() or path.suffix.lower() in _LOCAL_SUFFIXES or source.startswith((".", "/", "~"))
+
+
+def load_rows(source: str, split: str = "train", name: str | None = None) -> list[dict[str, Any]]:
     """Rows from a local .jsonl/.json/.parquet file, a builtin set (synthetic, shipped orca rows), or a Hub id.
 
     JSON is read with the standard library, not ``datasets``: in a column that mixes types (the very rows
@@ -230,6 +299,8 @@ def load_rows(source: str, split: str = "train") -> list[dict[str, Any]]:
         raise DataError(f"{source}: no such builtin data set; use one of {known}, a local file or a Hub dataset id")
     path = Path(source).expanduser()
     suffix = path.suffix.lower()
+    if path.is_dir():
+        raise DataError(f"{source}: is a directory, not a data file; give one .jsonl/.json/.parquet file")
     if suffix in _LOCAL_SUFFIXES:
         if not path.is_file():
             raise DataError(f"{source}: no such file; check the path (relative paths start at {Path.cwd()})")
@@ -239,11 +310,11 @@ def load_rows(source: str, split: str = "train") -> list[dict[str, Any]]:
     import datasets
 
     try:
-        dataset = datasets.load_dataset(source, split=split)
+        dataset = datasets.load_dataset(source, name, split=split)
     except Exception as exc:  # datasets raises many types (network, auth, missing split): report them alike
         raise DataError(
-            f"{source}: could not be loaded as a Hub dataset, split {split!r} ({_reason(exc)}); "
-            "check the id and split, or give a local .jsonl/.json/.parquet path"
+            f"{source}: could not be loaded as a Hub dataset, {f'config {name!r}, ' if name else ''}split {split!r} "
+            f"({_reason(exc)}); check the id, data.name and data.split, or give a local .jsonl/.json/.parquet path"
         ) from exc
     return [dict(row) for row in dataset]
 
@@ -291,6 +362,8 @@ def _read_json(path: Path, source: str) -> list[Any]:
 
 
 def _read_parquet(path: Path, source: str) -> list[dict[str, Any]]:
+    if path.stat().st_size == 0:
+        raise DataError(f"{source}: is empty (0 bytes), not a Parquet file; check the path or re-export it")
     with path.open("rb") as fh:
         head = fh.read(4)
         fh.seek(max(0, path.stat().st_size - 4))
@@ -307,10 +380,16 @@ def _read_parquet(path: Path, source: str) -> list[dict[str, Any]]:
     return [dict(row) for row in dataset]
 
 
-def load_valid_rows(source: str, fmt: str, split: str = "train") -> tuple[list[dict[str, str]], RowReport]:
+def load_valid_rows(source: str, fmt: str, split: str = "train", columns: Mapping[str, str] | None = None,
+                    name: str | None = None) -> tuple[list[dict[str, Any]], RowReport]:  # fmt: skip
     """``load_rows`` then ``validate_rows``; DataError naming ``source`` when no row is usable."""
     _check_format(fmt)
-    clean, report = validate_rows(load_rows(source, split), fmt)
+    try:
+        clean, report = validate_rows(load_rows(source, split, name), fmt, columns)
+    except DataError as exc:
+        if str(exc).startswith(source):
+            raise
+        raise DataError(f"{source}: {exc}") from None
     require_valid_rows(report, source, fmt)
     return clean, report
 

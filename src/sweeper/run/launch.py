@@ -78,8 +78,23 @@ def describe(spec: Spec, spec_path: Path) -> list[str]:
     return lines
 
 
+def data_lines(spec: Spec) -> list[str]:
+    """The dry run reads the data it can read without downloading: a local file or a builtin set. A missing,
+    unreadable or empty file, or one with no usable row, raises DataError (one line, exit 2) here."""
+    from sweeper.data.rows import is_local_source, load_valid_rows
+
+    data = spec.data
+    if not is_local_source(data.path):
+        return [f"  data: Hub dataset {data.path} ({data.format}): read at launch, not by the dry run"]
+    _, report = load_valid_rows(data.path, data.format, data.split, data.columns, data.name)
+    how = "detected" if data.format == "auto" else "as set"
+    return [f"  data: {report.summary()}; format {report.format} ({how})"]
+
+
 def dry_run(spec: Spec, spec_path: Path, out: TextIO) -> None:
     for line in describe(spec, spec_path):
+        print(line, file=out)
+    for line in data_lines(spec):
         print(line, file=out)
     if spec.method == "bayes":
         print(f"Optuna TPE proposes up to {spec.run_cap} trials from:", file=out)
@@ -190,8 +205,9 @@ def prepare(run: Launch) -> Any:
 
     prepared = prepare_data(run.spec)
     summary = prepared.summary()
-    run.say(f"  {summary['rows']}; {summary['n_train']} train / {summary['n_test']} held out; "
-            f"system prompt via {summary['system_turn']}")  # fmt: skip
+    how = "detected" if run.spec.data.format == "auto" else "as set"
+    run.say(f"  {summary['rows']}; format {summary['format']} ({how}); {summary['n_train']} train / "
+            f"{summary['n_test']} held out; system prompt via {summary['system_turn']}")  # fmt: skip
     for line in length_lines(prepared.lengths):
         run.say(line)
     return prepared

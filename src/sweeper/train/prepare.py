@@ -36,6 +36,7 @@ class PreparedData:
     def summary(self) -> dict[str, object]:
         return {
             "rows": self.rows.summary(),
+            "format": self.rows.format,
             "n_train": len(self.train),
             "n_test": len(self.test),
             "system_turn": self.system_turn,
@@ -82,14 +83,14 @@ def load_tokenizer(spec: Spec):  # type: ignore[no-untyped-def]
 
 def prepare_data(spec: Spec) -> PreparedData:
     data = spec.data
-    rows, report = load_valid_rows(data.path, data.format, data.split)
+    rows, report = load_valid_rows(data.path, data.format, data.split, data.columns, data.name)
     if data.max_rows is not None and len(rows) > data.max_rows:
         rows = random.Random(spec.training.seed).sample(rows, data.max_rows)
     train, test = split_rows(rows, data.test_size, seed=spec.training.seed)
     tokenizer = load_tokenizer(spec)
     render = make_prompt_renderer(tokenizer)
     turn = "system role" if template_accepts_system(tokenizer) else "user/assistant/user workaround"
-    train_rows, test_rows = format_rows(train, data.format, render), format_rows(test, data.format, render)
+    train_rows, test_rows = format_rows(train, report.format, render), format_rows(test, report.format, render)
     tokens = mean_tokens(tokenizer, train_rows[:256], data.max_length)
     lengths = {name: length_report(tokenizer, split, data.max_length)
                for name, split in (("train", train_rows), ("test", test_rows))}  # fmt: skip
