@@ -149,3 +149,93 @@ def test_a_hub_dataset_is_not_downloaded_by_the_dry_run(capsys: pytest.CaptureFi
     assert (
         "  data: Hub dataset Intel/orca_dpo_pairs (orca): read at launch, not by the dry run" in capsys.readouterr().out
     )
+
+
+# --- the spec's edges -------------------------------------------------------------------------------
+
+BASE = {"name": "t", "model": {"name_or_path": "builtin:tiny-mistral"}, "data": {"path": "builtin:synthetic"}}
+
+
+def test_a_huge_grid_with_run_cap_builds_only_the_capped_configs() -> None:
+    values = {"values": list(range(1, 1001))}
+    spec = parse_spec(
+        {**BASE, "run_cap": 4, "parameters": {"seed": values, "max_steps": values, "logging_steps": values}}
+    )
+    assert expand(spec) == [{"seed": 1, "max_steps": 1, "logging_steps": k} for k in (1, 2, 3, 4)]
+
+
+def test_the_goal_is_inferred_from_the_metric_name_and_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert parse_spec({**BASE, "metric": {"name": "loss"}}).metric.goal == "minimize"
+    assert (
+        parse_spec({**BASE, "metric": {"name": "eval_loss"}, "training": {"eval_steps": 2}}).metric.goal == "minimize"
+    )
+    assert parse_spec({**BASE, "metric": {"name": "rewards/accuracies"}}).metric.goal == "maximize"
+    explicit = parse_spec({**BASE, "metric": {"name": "loss", "goal": "maximize"}}).metric
+    assert explicit.goal == "maximize" and not explicit.goal_inferred
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: t\nmetric: {name: loss}\nmodel: {name_or_path: builtin:tiny-mistral}\n"
+                    "data: {path: builtin:synthetic}\n")  # fmt: skip
+    assert main(["launch", str(spec), "--dry-run"]) == 0
+    assert "metric loss (minimize, inferred from its name: set metric.goal to insist)" in capsys.readouterr().out
+
+
+def test_a_custom_metric_is_allowed_when_declared() -> None:
+    metric = parse_spec({**BASE, "metric": {"name": "my/score", "custom": True, "goal": "maximize"}}).metric
+    assert metric.name == "my/score"
+    with pytest.raises(SpecError, match="cannot tell whether to maximize or minimize 'my/score'"):
+        parse_spec({**BASE, "metric": {"name": "my/score", "custom": True}})
+
+
+def test_wandb_ranges_sample_floats_as_uniform_and_integers_as_int_uniform() -> None:
+    spec = parse_spec({**BASE, "method": "random", "run_cap": 20, "seed": 3,
+                       "parameters": {"weight_decay": {"min": 0.0, "max": 1.0},
+                                      "gradient_accumulation_steps": {"min": 1, "max": 8}}})  # fmt: skip
+    assert spec.parameters["weight_decay"].kind == "uniform"
+    assert spec.parameters["gradient_accumulation_steps"].kind == "int_uniform"
+    configs = expand(spec)
+    assert len({c["weight_decay"] for c in configs}) == 20 and all(0 < c["weight_decay"] < 1 for c in configs)
+    assert all(isinstance(c["gradient_accumulation_steps"], int) for c in configs)
+
+
+def test_wandb_hyperband_s_and_strict_as_wandb_reads_them() -> None:
+    from sweeper.plan import Budget, from_wandb
+
+    budget = Budget(grid=4, min_total=400, max_total=400)
+    config = parse_spec({**BASE, "early_terminate": {"type": "hyperband", "max_iter": 27, "s": 2, "eta": 3,
+                                                     "strict": False}}).early_terminate  # fmt: skip
+    assert config is not None
+    out = from_wandb(config.arguments, budget)
+    assert out["min_resource"] == 3 * 4 and out["max_resource"] == 27 * 4  # W&B's smallest band: 27 / 3**2
+
+
+def test_a_hyperband_that_can_never_prune_is_warned_about(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: t\nmodel: {name_or_path: builtin:tiny-mistral}\ndata: {path: builtin:synthetic}\n"
+                    "training: {max_steps: 10, logging_steps: 2}\n"
+                    "early_terminate: {type: hyperband, min_iter: 6}\n")  # fmt: skip
+    assert main(["launch", str(spec), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING: early_terminate: hyperband's first rung comes after 6 logged results, but the longest trial " \
+           "logs only 5: nothing can be pruned" in out  # fmt: skip
+
+
+def test_an_unreadable_spec_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: t\n")
+
+    def denied(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)  # root reads any file: chmod 000 would not stop it
+    assert main(["launch", str(spec), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"ERROR: {spec}: could not be read (Permission denied): check the path and its permissions"]
+
+
+def test_no_beta_tip_when_beta_has_a_single_value(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: t\nparameters: {beta: {value: 0.2}}\nmodel: {name_or_path: builtin:tiny-mistral}\n"
+                    "data: {path: builtin:synthetic}\n")  # fmt: skip
+    assert main(["launch", str(spec), "--dry-run"]) == 0
+    assert "beta is swept" not in capsys.readouterr().out

@@ -89,3 +89,16 @@ def test_replay_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     good.write_text(json.dumps([{"step": 1, "rewards/margins": 0.1}]))
     assert main(["replay", str(good), "--set", "n_startup=1"]) == 2
     assert "did you mean 'n_startup_trials'" in capsys.readouterr().err
+
+
+def test_replay_infers_the_goal_from_a_loss_like_metric(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name, slope in (("good", -0.02), ("bad", -0.001)):  # eval loss falls faster for the good run
+        rows = [{"step": s, "eval_loss": 0.7 + slope * s, "entropy": 1.5} for s in range(1, 21)]
+        (tmp_path / f"{name}.json").write_text(json.dumps(rows))
+    files = [str(tmp_path / "good.json"), str(tmp_path / "bad.json")]
+    assert main(["replay", *files, "--metric", "eval_loss", "--orders", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "on eval_loss (minimize)" in out and "goal minimize inferred from the metric's name 'eval_loss'" in out
+    assert "winner good kept" in out  # maximizing would have named the worst run the winner
+    assert main(["replay", *files, "--metric", "entropy"]) == 2
+    assert "cannot tell whether to maximize or minimize 'entropy' from its name: pass --goal" in capsys.readouterr().err

@@ -27,11 +27,15 @@ SECRET_KEY = re.compile(r"(^|_)(api_?token|token|password|secret|api_?key)$", re
 
 def load_yaml(path: Path) -> Any:
     """The Python data of a YAML file, or SpecError naming the file and the problem."""
-    size = path.stat().st_size
-    if size > MAX_BYTES:
-        raise SpecError(f"{path}: the file is {size} bytes, over the {MAX_BYTES}-byte limit for a spec: "
-                        "is it the right file?")  # fmt: skip
-    data = path.read_bytes()
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise SpecError(f"{path}: the file is {size} bytes, over the {MAX_BYTES}-byte limit for a spec: "
+                            "is it the right file?")  # fmt: skip
+        data = path.read_bytes()
+    except OSError as exc:  # PermissionError, a vanished file, an I/O error
+        raise SpecError(f"{path}: could not be read ({exc.strerror or type(exc).__name__}): check the path and "
+                        "its permissions") from None  # fmt: skip
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise SpecError(f"{path}: the file is UTF-16 text: save it as UTF-8")
     try:

@@ -11,6 +11,7 @@ Light module: imports neither torch nor ray.
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -288,7 +289,30 @@ class EvaluationSection(_Section):
 
 class MetricSection(_Section):
     name: str = "rewards/margins"
-    goal: Literal["maximize", "minimize"] = "maximize"
+    # None = inferred from the name (loss-like: minimize; margins, accuracies, rewards: maximize) and printed.
+    goal: Literal["maximize", "minimize"] | None = None
+    # A metric sweeper does not know (your own TrainerCallback logs it): allowed only when declared.
+    custom: bool = False
+
+    @model_validator(mode="after")
+    def _known_and_directed(self) -> MetricSection:
+        from sweeper.config.metricnames import KNOWN_METRICS, infer_goal
+
+        if not self.custom and self.name not in KNOWN_METRICS:
+            raise ValueError(f"metric.name: '{self.name}' is not a metric TRL's DPOTrainer or sweeper logs"
+                             f"{did_you_mean(self.name, sorted(KNOWN_METRICS))}; for your own metric set "
+                             "metric.custom: true (and metric.goal)")  # fmt: skip
+        if self.goal is None:
+            goal = infer_goal(self.name)
+            if goal is None:
+                raise ValueError(f"metric.goal: cannot tell whether to maximize or minimize '{self.name}' from its "
+                                 "name: set metric.goal: maximize or minimize")  # fmt: skip
+            object.__setattr__(self, "goal", goal)
+        return self
+
+    @property
+    def goal_inferred(self) -> bool:
+        return "goal" not in self.model_fields_set
 
 
 DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform", "q_uniform", "categorical")
@@ -298,8 +322,9 @@ class Parameter(_Section):
     values: list[Scalar] | None = None
     value: Scalar | None = None
     distribution: Literal["uniform", "log_uniform_values", "int_uniform", "q_uniform", "categorical"] | None = None
-    min: float | None = None
-    max: float | None = None
+    # W&B's rule: integers (min: 1, max: 8) sample int_uniform, floats (min: 0.0, max: 1.0) uniform.
+    min: int | float | None = None
+    max: int | float | None = None
     q: Annotated[float, Field(gt=0)] | None = None
 
     @model_validator(mode="after")
@@ -332,7 +357,7 @@ class Parameter(_Section):
             return "value"
         if self.distribution is not None:
             return self.distribution
-        both_int = float(self.min or 0).is_integer() and float(self.max or 0).is_integer()
+        both_int = all(isinstance(v, int) and not isinstance(v, bool) for v in (self.min, self.max))
         return "int_uniform" if both_int else "uniform"
 
 
@@ -368,6 +393,20 @@ class EarlyTerminate(BaseModel):
         else:
             allowed = PRUNER_ARGS[self.pruner]
             what = f"pruner '{self.pruner}'"
+        if self.type == "hyperband":
+            if extra.get("strict") not in (None, False):
+                raise ValueError("early_terminate.strict: W&B's strict hyperband variant is not supported: remove "
+                                 "it or set strict: false")  # fmt: skip
+            extra.pop("strict", None)
+            if "max_iter" in extra and "min_iter" not in extra and "s" not in extra:
+                raise ValueError("early_terminate: W&B's hyperband with max_iter needs s (the number of brackets), "
+                                 "or give min_iter instead")  # fmt: skip
+            if "s" in extra and "max_iter" not in extra:
+                raise ValueError("early_terminate.s: W&B's s (brackets) counts down from max_iter: give max_iter too")
+            if "s" in extra and not (
+                isinstance(extra["s"], int) and not isinstance(extra["s"], bool) and extra["s"] > 0
+            ):
+                raise ValueError(f"early_terminate.s: a whole number of brackets >= 1, got {extra['s']!r}")
         for key, value in extra.items():
             if key not in allowed:
                 hint = did_you_mean(key, sorted(allowed | OWN_KEYS))
@@ -403,6 +442,8 @@ MODEL_PARAMETERS = {"quantization": ("model", "quantization"), "reference": ("mo
                     "lora_dropout": ("model", "lora", "lora_dropout"),
                     "max_length": ("data", "max_length")}  # fmt: skip
 SWEEPABLE = tuple(TrainingSection.model_fields) + tuple(MODEL_PARAMETERS)
+# A grid this large without run_cap is a typo or a generated spec, never a sweep anyone can pay for.
+MAX_GRID_TRIALS = 10_000
 
 
 class Spec(_Section):
@@ -427,6 +468,11 @@ class Spec(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Spec:
+        if self.method == "grid" and self.run_cap is None:
+            size = math.prod(len(p.values) if p.values is not None else 1 for p in self.parameters.values())
+            if size > MAX_GRID_TRIALS:
+                raise ValueError(f"parameters: the grid has {size:,} trials, over the limit of {MAX_GRID_TRIALS:,}: "
+                                 "set run_cap (the first run_cap configs run), or sweep fewer values")  # fmt: skip
         if self.method in ("random", "bayes") and self.run_cap is None:
             raise ValueError(f"run_cap: method '{self.method}' samples trials: set run_cap (how many trials to run)")
         for name, param in self.parameters.items():
@@ -495,6 +541,8 @@ def parameter_values(name: str, param: Parameter) -> list[Any]:
 def load_spec(path: str | Path) -> Spec:
     """Read and validate a sweep spec; raise SpecError with one line per problem."""
     path = Path(path)
+    if path.is_dir():
+        raise SpecError(f"{path}: is a directory, not a spec file: give one YAML file (specs live in sweeps/*.yaml)")
     if not path.is_file():
         raise SpecError(f"{path}: spec file not found: check the path (specs live in sweeps/*.yaml)")
     from sweeper.config.safeyaml import load_yaml

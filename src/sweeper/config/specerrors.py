@@ -20,9 +20,13 @@ def format_errors(exc: ValidationError, raw: dict[str, Any], source: str, root: 
                   parameter: type[BaseModel]) -> list[str]:  # fmt: skip
     """One line per problem: ``source: dotted.key: message``; unknown keys get the allowed ones and a hint."""
     lines = []
+    seen: set[str] = set()
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
         key = _dotted(err["loc"])
+        if err["type"].endswith(("_type", "_parsing")) and key in seen:
+            continue  # a union's other members (number, integer, text, boolean): the first says it
+        seen.add(key)
         if err["type"] == "extra_forbidden":
             parent = _model_at(loc[:-1], root, parameter)
             hint = did_you_mean(loc[-1], parent.model_fields) if parent else ""
@@ -51,12 +55,15 @@ def message(err: Any, value: Any) -> str:
     return f"{msg[0].lower()}{msg[1:]} (got {value!r})"
 
 
+_UNION_TAG = re.compile(r"function-after\[.*\]|literal\[.*\]|list\[.*\]|str|int|float|bool")
+
+
 def _dotted(loc: tuple[Any, ...]) -> str:
     parts: list[str] = []
     for p in loc:
         if isinstance(p, int):
             parts[-1] = f"{parts[-1]}[{p}]" if parts else f"[{p}]"
-        elif not re.fullmatch(r"function-after\[.*\]|literal\[.*\]|list\[.*\]|str|int|float|bool", str(p)):
+        elif not _UNION_TAG.fullmatch(str(p)):
             parts.append(str(p))
     return ".".join(parts) or "(top level)"
 
@@ -96,6 +103,8 @@ def _unwrap_optional(annotation: Any) -> Any:
 def _lookup(raw: Any, loc: tuple[Any, ...]) -> Any:
     node = raw
     for p in loc:
+        if not isinstance(p, int) and _UNION_TAG.fullmatch(str(p)):
+            continue  # pydantic's name of a union member, not a key of the document
         try:
             node = node[p]
         except (KeyError, IndexError, TypeError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sweeper.plan.budget import Budget, budget_of, common_grid
 from sweeper.plan.compile import SweepPlan, TrialPlan, compile_plan, reference_group, sweep_budget
-from sweeper.plan.pruning import GateSettings, from_wandb, gate_settings
+from sweeper.plan.pruning import GateSettings, from_wandb, gate_settings, never_prunes
 from sweeper.plan.settings import (
     TrialSettings,
     effective_batch,
@@ -33,6 +33,7 @@ __all__ = [
     "effective_batch",
     "expand",
     "from_wandb",
+    "never_prunes",
     "gate_settings",
     "halve",
     "label",

@@ -53,13 +53,32 @@ def gate_settings(spec: Spec, storage: str, budget: Budget,
 
 
 def from_wandb(config: dict[str, Any], budget: Budget) -> dict[str, Any]:
-    """W&B's ``{type: hyperband, min_iter, eta}`` as Optuna's HyperbandPruner.
+    """W&B's ``{type: hyperband, min_iter | max_iter + s, eta}`` as Optuna's HyperbandPruner.
 
-    W&B counts ``min_iter`` in logged results; one logged result here is one grid interval of examples.
+    W&B counts ``min_iter``/``max_iter`` in logged results; one logged result here is one grid interval of
+    examples. With ``max_iter`` and ``s``, W&B's smallest band is ``max_iter / eta**s`` (its hyperband_stopping):
+    that becomes the minimum resource, so Optuna builds the same s + 1 rungs. ``strict: false`` is W&B's default.
     """
-    out: dict[str, Any] = {"type": "optuna", "pruner": "hyperband", "reduction_factor": int(config.get("eta", 3))}
+    eta = int(config.get("eta", 3))
+    out: dict[str, Any] = {"type": "optuna", "pruner": "hyperband", "reduction_factor": eta}
     if "min_iter" in config:
         out["min_resource"] = int(config["min_iter"]) * budget.grid
+    elif "max_iter" in config and "s" in config:
+        out["min_resource"] = max(1, int(int(config["max_iter"]) / eta ** int(config["s"]))) * budget.grid
     if "max_iter" in config:
         out["max_resource"] = int(config["max_iter"]) * budget.grid
     return out
+
+
+def never_prunes(spec: Spec, budget: Budget) -> str | None:
+    """A warning when early termination can never fire: its first rung lies at or past the longest trial's end."""
+    et = spec.early_terminate
+    if et is None or et.type != "hyperband" or budget.grid <= 0:
+        return None
+    first = from_wandb(et.arguments, budget).get("min_resource")
+    if first is None or first < budget.max_total:
+        return None
+    results = budget.max_total // budget.grid
+    return (f"WARNING: early_terminate: hyperband's first rung comes after {first // budget.grid} logged results, "
+            f"but the longest trial logs only {results}: nothing can be pruned; lower min_iter "
+            "(or max_iter/s)")  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from collections.abc import Iterator
 from typing import Any
 
 from sweeper.config.spec import Parameter, Spec, parameter_values
@@ -35,10 +36,13 @@ def swept_names(spec: Spec) -> list[str]:
 
 
 def expand(spec: Spec) -> list[dict[str, Any]]:
-    """Every trial's parameter values, for grid and random; bayes trials are proposed while running."""
+    """Every trial's parameter values, for grid and random; bayes trials are proposed while running.
+
+    A grid is walked lazily, so ``run_cap`` bounds the work: 1,000 values in each of three parameters with
+    ``run_cap: 4`` builds 4 configs, not a billion (the spec refuses a grid over MAX_GRID_TRIALS without a cap).
+    """
     if spec.method == "grid":
-        configs = _grid(spec)
-        return configs[: spec.run_cap] if spec.run_cap else configs
+        return list(itertools.islice(_grid(spec), spec.run_cap))
     if spec.method == "random":
         rng = random.Random(spec.seed)
         return [_sample(spec, rng) for _ in range(spec.run_cap or 1)]
@@ -49,10 +53,10 @@ def n_trials(spec: Spec) -> int:
     return len(expand(spec)) if spec.method != "bayes" else int(spec.run_cap or 1)
 
 
-def _grid(spec: Spec) -> list[dict[str, Any]]:
+def _grid(spec: Spec) -> Iterator[dict[str, Any]]:
     names = list(spec.parameters)
     value_lists = [parameter_values(n, spec.parameters[n]) for n in names]
-    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*value_lists)]
+    return (dict(zip(names, combo, strict=True)) for combo in itertools.product(*value_lists))
 
 
 def _sample(spec: Spec, rng: random.Random) -> dict[str, Any]:

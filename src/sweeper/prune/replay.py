@@ -216,7 +216,7 @@ class ReplayOptions:
 def replay_text(options: ReplayOptions) -> str:
     paths, metric = options.paths, options.metric
     curves, recorded, metric, spec_goal = load_curves(paths, metric, options.examples_per_step)
-    direction = options.goal or spec_goal
+    direction, note = _direction(options, metric, spec_goal if recorded is not None else None)
     if not curves:
         raise TrialsError(f"{paths[0]}: no completed or pruned trial logged '{metric}': nothing to replay")
     if recorded is not None:
@@ -235,6 +235,7 @@ def replay_text(options: ReplayOptions) -> str:
     lines = [
         f"Replaying {len(curves)} trial(s) from {', '.join(map(str, paths))} on {metric} ({direction}) with Optuna "
         f"{named} ({_args_text(config)}), grid {budget.grid} examples, concurrency {concurrency}",
+        *([note] if note else []),
         "  in recorded order:",
     ]
     for c in curves:
@@ -249,6 +250,21 @@ def replay_text(options: ReplayOptions) -> str:
         lines.append(f"  over {n_orders} random orders: compute {means['compute']:.2f}, winner kept "
                      f"{means['winner_kept']:.2f}, regret {means['regret']:.3f}")  # fmt: skip
     return "\n".join(lines)
+
+
+def _direction(options: ReplayOptions, metric: str, sweep_goal: str | None) -> tuple[str, str | None]:
+    """--goal, else the sweep's own goal for its own metric, else inferred from the metric's name (with a note)."""
+    from sweeper.config.metricnames import infer_goal
+    from sweeper.errors import SpecError
+
+    if options.goal is not None:
+        return options.goal, None
+    if sweep_goal is not None and options.metric is None:
+        return sweep_goal, None
+    inferred = infer_goal(metric)
+    if inferred is None:
+        raise SpecError(f"replay: cannot tell whether to maximize or minimize '{metric}' from its name: pass --goal")
+    return inferred, f"  goal {inferred} inferred from the metric's name '{metric}' (pass --goal to insist)"
 
 
 def _check(config: dict[str, Any]) -> None:

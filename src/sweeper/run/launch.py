@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from sweeper.config.spec import Spec, load_spec, spec_hash
 from sweeper.errors import SweeperError, TrialsError
-from sweeper.plan import estimate, preflight
+from sweeper.plan import estimate, never_prunes, preflight
 from sweeper.plan.compile import SweepPlan, compile_plan
 from sweeper.plan.space import n_trials, swept_names
 from sweeper.records.schema import SweepMeta
@@ -50,6 +50,9 @@ def plan_table(plan: SweepPlan, infeasible: list[dict[str, Any]] | None = None) 
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in [head, *rows]]
 
 
+INFERRED = ", inferred from its name: set metric.goal to insist"
+
+
 def describe(spec: Spec, spec_path: Path) -> list[str]:
     model, data = spec.model, spec.data
     length = "max_steps" if spec.training.max_steps > 0 else "num_train_epochs"
@@ -58,7 +61,7 @@ def describe(spec: Spec, spec_path: Path) -> list[str]:
     fixed = {k: getattr(spec.training, k) for k in shown if k not in spec.parameters}
     lines = [
         f"Sweep '{spec.name}' from {spec_path}: method {spec.method}, {n_trials(spec)} trial(s), "
-        f"metric {spec.metric.name} ({spec.metric.goal})",
+        f"metric {spec.metric.name} ({spec.metric.goal}{INFERRED if spec.metric.goal_inferred else ''})",
         f"  model {model.name_or_path} (quantization {model.quantization}, reference {model.reference}, "
         f"LoRA r={model.lora.r}), "
         f"data {data.path} ({data.format}, max_length {data.max_length})",
@@ -72,30 +75,40 @@ def describe(spec: Spec, spec_path: Path) -> list[str]:
         if spec.training.eval_steps and not spec.metric.name.startswith("eval_"):
             lines.append(f"  tip: evaluation runs every {spec.training.eval_steps} steps; pruning on held-out "
                          f"eval_{spec.metric.name} is less noisy than on train {spec.metric.name}")  # fmt: skip
-    if "beta" in spec.parameters and beta_scaled(spec.metric.name):
+    if "beta" in swept_names(spec) and beta_scaled(spec.metric.name):
         lines.append(f"  tip: beta is swept and {spec.metric.name} is beta × a log-ratio: trials of different beta "
                      f"are not comparable on it (the report also ranks them by {spec.metric.name} ÷ beta)")  # fmt: skip
     return lines
 
 
-def data_lines(spec: Spec) -> list[str]:
+def data_lines(spec: Spec) -> tuple[list[str], int | None]:
     """The dry run reads the data it can read without downloading: a local file or a builtin set. A missing,
-    unreadable or empty file, or one with no usable row, raises DataError (one line, exit 2) here."""
+    unreadable or empty file, or one with no usable row, raises DataError (one line, exit 2) here. Returns the
+    lines and the training rows it leaves (None for a Hub dataset)."""
+    import math
+
     from sweeper.data.rows import is_local_source, load_valid_rows
 
     data = spec.data
     if not is_local_source(data.path):
-        return [f"  data: Hub dataset {data.path} ({data.format}): read at launch, not by the dry run"]
+        return [f"  data: Hub dataset {data.path} ({data.format}): read at launch, not by the dry run"], None
     _, report = load_valid_rows(data.path, data.format, data.split, data.columns, data.name)
     how = "detected" if data.format == "auto" else "as set"
-    return [f"  data: {report.summary()}; format {report.format} ({how})"]
+    n = min(report.n_valid, data.max_rows or report.n_valid)
+    n_test = math.ceil(data.test_size * n) if data.test_size < 1 else int(data.test_size)
+    return [f"  data: {report.summary()}; format {report.format} ({how})"], max(0, n - n_test)
 
 
 def dry_run(spec: Spec, spec_path: Path, out: TextIO) -> None:
     for line in describe(spec, spec_path):
         print(line, file=out)
-    for line in data_lines(spec):
+    lines, n_train = data_lines(spec)
+    for line in lines:
         print(line, file=out)
+    if n_train:
+        warning = never_prunes(spec, compile_plan(spec, n_train).budget)  # type: ignore[arg-type]
+        if warning:
+            print("  " + warning, file=out)
     if spec.method == "bayes":
         print(f"Optuna TPE proposes up to {spec.run_cap} trials from:", file=out)
         for name, p in spec.parameters.items():
@@ -251,6 +264,8 @@ def run_trials(run: Launch, prepared: Any, meta: dict[str, Any]) -> dict[str, An
         # TPE never proposes what ran out of memory before (preflight.ruled_out_by reads the OOM rows among them)
         plan = compile_plan(spec, len(prepared.train), prepared.tokens_per_example, study_storage(sweep_dir),
                             _infeasible(run.earlier), run.coef).without(r["params"] for r in run.skipped)  # fmt: skip
+        if plan.budget is not None and (warning := never_prunes(spec, plan.budget)):
+            run.say("  " + warning)
         failures = max_failures(spec, address)
         if failures:
             run.say(f"  a trial whose node or worker dies reruns from scratch, up to {failures} time(s) "
