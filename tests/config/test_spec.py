@@ -239,3 +239,21 @@ def test_no_beta_tip_when_beta_has_a_single_value(tmp_path: Path, capsys: pytest
                     "data: {path: builtin:synthetic}\n")  # fmt: skip
     assert main(["launch", str(spec), "--dry-run"]) == 0
     assert "beta is swept" not in capsys.readouterr().out
+
+
+def test_the_dry_run_gives_token_lengths_when_the_tokenizer_is_local(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["launch", str(ROOT / "sweeps" / "smoke.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "  tokens (of 256 rows, chat template applied): prompt p50 " in out
+    assert "  max_length 96: 0 of 256 pairs dropped (the prompt alone fills it), 0 with an answer cut" in out
+    assert "the memory prediction assumes every sequence at max_length 96 (the worst case" in out
+    data = ROOT / "tests" / "fixtures" / "data" / "formats" / "alpaca.jsonl"
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"name: t\nmodel: {{name_or_path: sweeper-tests/not-cached}}\ndata: {{path: '{data}'}}\n")
+    assert main(["launch", str(spec), "--dry-run"]) == 0
+    assert (
+        "  token lengths: the tokenizer of sweeper-tests/not-cached is not on this machine (nothing is downloaded "
+        "by a dry run); the memory prediction assumes every sequence at max_length 1024"
+    ) in capsys.readouterr().out

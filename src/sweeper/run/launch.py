@@ -92,11 +92,14 @@ def data_lines(spec: Spec) -> tuple[list[str], int | None]:
     data = spec.data
     if not is_local_source(data.path):
         return [f"  data: Hub dataset {data.path} ({data.format}): read at launch, not by the dry run"], None
-    _, report = load_valid_rows(data.path, data.format, data.split, data.columns, data.name)
+    rows, report = load_valid_rows(data.path, data.format, data.split, data.columns, data.name)
     how = "detected" if data.format == "auto" else "as set"
     n = min(report.n_valid, data.max_rows or report.n_valid)
     n_test = math.ceil(data.test_size * n) if data.test_size < 1 else int(data.test_size)
-    return [f"  data: {report.summary()}; format {report.format} ({how})"], max(0, n - n_test)
+    from sweeper.train.prepare import dry_run_lengths
+
+    lines = [f"  data: {report.summary()}; format {report.format} ({how})", *dry_run_lengths(spec, rows, report.format)]
+    return lines, max(0, n - n_test)
 
 
 def dry_run(spec: Spec, spec_path: Path, out: TextIO) -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "BUILTIN_SMOLLM2",
     "SMOLLM2_GGUF",
     "convert_gguf",
+    "converted_smollm2",
     "ensure_smollm2",
     "gguf_file_of",
     "smollm2_gguf_path",
@@ -74,6 +75,12 @@ def gguf_file_of(name_or_path: str) -> Path | None:
         names = ", ".join(p.name for p in found)
         raise SweeperError(f"{name_or_path}: holds several GGUF files ({names}); set model.name_or_path to one of them")
     return found[0] if found else None
+
+
+def converted_smollm2() -> Path | None:
+    """The converted folder of ``builtin:smollm2-135m-instruct`` when it is already in the cache, else None."""
+    target = cache_dir() / "models" / f"smollm2-135m-instruct-{_CONVERSION}"
+    return target if _is_complete(target) else None
 
 
 def ensure_smollm2() -> Path:

@@ -20,7 +20,7 @@ from sweeper.data.rows import (
     split_rows,
     template_accepts_system,
 )
-from sweeper.train.tokens import length_report
+from sweeper.train.tokens import length_percentiles, length_report
 
 
 @dataclass(frozen=True)
@@ -115,3 +115,54 @@ def save_prepared(prepared: PreparedData, folder: Path) -> None:
         with (folder / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
             for row in rows:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+# The dry run tokenizes at most this many rows (enough for stable percentiles, quick on a laptop).
+DRY_RUN_ROWS = 512
+
+
+def local_tokenizer(spec: Spec):  # type: ignore[no-untyped-def]
+    """The model's tokenizer when it is on this machine (builtin, local folder, converted GGUF, or the local Hub
+    cache), else None: the dry run never downloads."""
+    from transformers import AutoTokenizer
+
+    from sweeper.train.gguf import BUILTIN_SMOLLM2, converted_smollm2
+    from sweeper.train.models import resolve_model
+
+    model = spec.model
+    name = model.name_or_path
+    if name == BUILTIN_SMOLLM2:
+        folder = converted_smollm2()
+        return None if folder is None else AutoTokenizer.from_pretrained(folder)
+    try:
+        path = resolve_model(name) if name.startswith("builtin:") or Path(name).expanduser().exists() else name
+        return AutoTokenizer.from_pretrained(path, revision=model.revision, trust_remote_code=model.trust_remote_code,
+                                             local_files_only=True)  # fmt: skip
+    except (OSError, ValueError):
+        return None
+
+
+def dry_run_lengths(spec: Spec, rows: list[dict[str, object]], fmt: str) -> list[str]:
+    """The dry run's token-length lines: percentiles of prompt, chosen and rejected, what max_length drops and
+    cuts, and what the memory prediction assumes (or why the lengths are unknown)."""
+    data = spec.data
+    tokenizer = local_tokenizer(spec)
+    if tokenizer is None:
+        return [f"  token lengths: the tokenizer of {spec.model.name_or_path} is not on this machine (nothing is "
+                f"downloaded by a dry run); the memory prediction assumes every sequence at max_length "
+                f"{data.max_length}"]  # fmt: skip
+    sample = rows if len(rows) <= DRY_RUN_ROWS else random.Random(spec.training.seed).sample(rows, DRY_RUN_ROWS)
+    rendered = format_rows(sample, fmt, make_prompt_renderer(tokenizer))
+    pct = length_percentiles(tokenizer, rendered)
+    parts = "; ".join(f"{k} p50 {v['p50']} / p95 {v['p95']} / max {v['max']}" for k, v in pct.items()
+                      if k != "sequence")  # fmt: skip
+    cut = length_report(tokenizer, rendered, data.max_length)
+    of = f"of {len(sample)} sampled" if len(sample) < len(rows) else f"of {len(rows)}"
+    return [
+        f"  tokens ({of} rows, chat template applied): {parts}",
+        f"  max_length {data.max_length}: {cut['dropped']} {of} pairs dropped (the prompt alone fills it), "
+        f"{cut['truncated']} with an answer cut; prompt + longer answer p95 {pct['sequence']['p95']}, max "
+        f"{pct['sequence']['max']} tokens",
+        f"  the memory prediction assumes every sequence at max_length {data.max_length} (the worst case; the data's "
+        f"p95 is {min(pct['sequence']['p95'], data.max_length)})",
+    ]

@@ -38,3 +38,29 @@ def length_report(tokenizer, rows: list[dict[str, str]], max_length: int) -> dic
         elif max(len(c), len(r)) + 1 > max_length:  # + EOS
             truncated += 1
     return {"n": len(rows), "dropped": dropped, "truncated": truncated, "max_length": max_length}
+
+
+def length_percentiles(tokenizer, rows: list[dict[str, str]]) -> dict[str, dict[str, int]]:  # type: ignore[no-untyped-def]
+    """Token counts of the rendered prompt, and of each answer as TRL sees it (prompt + answer minus the prompt, EOS
+    included): p50, p90, p95 and max per part, plus the longest full sequence (prompt + the longer answer)."""
+    if not rows:
+        return {}
+    prompts = list(tokenizer([r["prompt"] for r in rows])["input_ids"])
+    out: dict[str, list[int]] = {"prompt": [len(p) for p in prompts], "chosen": [], "rejected": [], "sequence": []}
+    longest = [0] * len(rows)
+    for key in ("chosen", "rejected"):
+        full = list(tokenizer([r["prompt"] + r[key] for r in rows])["input_ids"])
+        for i, (p, f) in enumerate(zip(prompts, full, strict=True)):
+            out[key].append(len(f) - common_prefix(p, f) + 1)  # + EOS
+            longest[i] = max(longest[i], len(f) + 1)
+    out["sequence"] = longest
+    return {name: _percentiles(values) for name, values in out.items()}
+
+
+def _percentiles(values: list[int]) -> dict[str, int]:
+    ordered = sorted(values)
+
+    def at(q: float) -> int:  # nearest rank
+        return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered) + 0.5)) - 1))]
+
+    return {"p50": at(0.5), "p90": at(0.9), "p95": at(0.95), "max": ordered[-1]}
