@@ -38,6 +38,7 @@ from sweeper.prune.replay import (
     sweep_config,
 )
 from sweeper.records.store import load_sweep
+from sweeper.tune.asha import AshaGate
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "curves"
@@ -51,44 +52,6 @@ PRUNERS: dict[str, dict[str, Any]] = {
     "sweeper peer 25, warm-up 5%": {"pruner": "peer", "percentile": 25.0, "warmup_fraction": 0.05},
     "ray ASHA": {"asha": True},
 }
-
-
-class AshaGate:
-    """Ray Tune's AsyncHyperBandScheduler behind the PruningGate interface (add/report/prune/complete)."""
-
-    def __init__(self, budget: Budget, direction: str, grace_fraction: float = 0.1, reduction_factor: int = 3):
-        from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
-
-        self.stop = TrialScheduler.STOP
-        self.scheduler = AsyncHyperBandScheduler(
-            time_attr="examples",
-            metric="value",
-            mode="max" if direction == "maximize" else "min",
-            max_t=budget.max_total,
-            grace_period=max(budget.grid, int(grace_fraction * budget.min_total)),
-            reduction_factor=reduction_factor,
-        )
-        self.trials: dict[str, _Trial] = {}
-
-    def add(self, trial_id: str) -> None:
-        self.trials[trial_id] = _Trial(trial_id)
-        self.scheduler.on_trial_add(None, self.trials[trial_id])
-
-    def report(self, trial_id: str, step: int, value: float) -> bool:
-        result = {"examples": step, "value": value}
-        return self.scheduler.on_trial_result(None, self.trials[trial_id], result) == self.stop
-
-    def prune(self, trial_id: str) -> None:
-        self.scheduler.on_trial_remove(None, self.trials.pop(trial_id))
-
-    def complete(self, trial_id: str, value: float | None) -> None:
-        trial = self.trials.pop(trial_id)
-        self.scheduler.on_trial_complete(None, trial, {"examples": 0, "value": value})
-
-
-class _Trial:
-    def __init__(self, trial_id: str) -> None:
-        self.trial_id = trial_id
 
 
 def recorded_sweeps() -> list[tuple[str, list[Curve], Budget, str]]:

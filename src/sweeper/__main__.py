@@ -45,8 +45,9 @@ def build_parser(prog: str = "sweeper") -> argparse.ArgumentParser:
     evaluate.add_argument("--reports-dir", type=Path, help="where to write (default: the spec's output.reports_dir)")
     replay = sub.add_parser("replay", help="replay recorded curves through a pruner, offline")
     replay.add_argument("paths", type=Path, nargs="+", help="trials/<name>, or TRL log_history JSON files")
-    replay.add_argument("--pruner", help="median, percentile, successive_halving, hyperband, wilcoxon, threshold, "
-                        "patient, nop (default: the sweep's own early_terminate, else median)")  # fmt: skip
+    replay.add_argument("--pruner", help="peer (sweeper peer), median, percentile, successive_halving, hyperband, "
+                        "wilcoxon, threshold, patient, nop (Optuna's), or asha (Ray Tune's ASHA, for comparison); "
+                        "default: the sweep's own early_terminate, else median")  # fmt: skip
     replay.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a pruner argument, e.g. --set n_startup_trials=1 (repeatable)")  # fmt: skip
     replay.add_argument("--metric", help="metric to prune on (default: the sweep's, else rewards/margins)")
@@ -127,7 +128,12 @@ def run(args: argparse.Namespace) -> None:
             args.smoothing,
             args.examples_per_step,
         )
-        print(replay_text(options))
+        factory = None
+        if args.pruner == "asha":
+            from sweeper.tune.asha import AshaGate
+
+            factory = AshaGate
+        print(replay_text(options, factory))
     elif args.command == "compare":
         from sweeper.records.store import load_sweep
         from sweeper.report.compare import write_compare

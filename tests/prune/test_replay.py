@@ -102,3 +102,65 @@ def test_replay_infers_the_goal_from_a_loss_like_metric(tmp_path: Path, capsys: 
     assert "winner good kept" in out  # maximizing would have named the worst run the winner
     assert main(["replay", *files, "--metric", "entropy"]) == 2
     assert "cannot tell whether to maximize or minimize 'entropy' from its name: pass --goal" in capsys.readouterr().err
+
+
+SHARED_CURVES = Path(__file__).resolve().parents[2].parent / "shared" / "curves"
+
+
+def test_rows_without_a_step_fall_back_to_epoch_then_row_order_and_say_so(tmp_path: Path) -> None:
+    by_epoch = tmp_path / "epoch.json"
+    by_epoch.write_text(json.dumps([{"step": None, "epoch": e / 4, "rewards/margins": e} for e in range(1, 5)]))
+    c = curves_from_log_history(by_epoch, "rewards/margins")
+    assert c.points == ((250, 1.0), (500, 2.0), (750, 3.0), (1000, 4.0)) and "epoch" in c.label
+    by_row = tmp_path / "rows.json"
+    by_row.write_text(json.dumps({"log_history": [{"rewards/margins": v} for v in (0.1, 0.2, float("nan"), 0.3)]}))
+    c = curves_from_log_history(by_row, "rewards/margins", examples_per_step=2)
+    assert c.points == ((2, 0.1), (4, 0.2), (6, 0.3)) and "row order" in c.label  # NaN is no value
+
+
+def test_a_folder_of_log_history_files_replays(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name, slope in (("a", 0.1), ("b", 0.01)):
+        (tmp_path / f"{name}.json").write_text(json.dumps([{"step": s, "rewards/margins": slope * s, "loss": 0.6}
+                                                           for s in range(1, 21)]))  # fmt: skip
+    (tmp_path / "evalonly.json").write_text(json.dumps([{"step": 5, "eval_loss": 0.6}]))
+    (tmp_path / "index.json").write_text("[]")
+    assert main(["replay", str(tmp_path), "--orders", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "Replaying 2 trial(s)" in out and "left out:" in out and "it logs eval_loss: pick one with --metric" in out
+    assert "guard ok" in out
+
+
+def test_replay_option_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "a.json"
+    good.write_text(json.dumps([{"step": 1, "rewards/margins": 0.1}]))
+    for args, text in ((["--concurrency", "0"], "--concurrency must be at least 1"),
+                       (["--smoothing", "1.5"], "--smoothing is an EMA weight in [0, 1), got 1.5"),
+                       (["--orders", "-1"], "--orders must be 0 or more")):  # fmt: skip
+        assert main(["replay", str(good), *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and text in err[0]
+
+
+def test_replay_with_rays_asha_and_wilcoxon_without_scipy(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    grid = str(Path(__file__).resolve().parents[2] / "benchmarks" / "recorded" / "cpu_grid12")
+    assert main(["replay", grid, "--pruner", "asha", "--orders", "2"]) == 0
+    assert "with Ray Tune ASHA (grace 10%, reduction 3)" in capsys.readouterr().out
+    assert main(["replay", grid, "--pruner", "peer", "--orders", "0"]) == 0
+    assert "with sweeper peer (" in capsys.readouterr().out
+    if importlib.util.find_spec("scipy") is None:
+        assert main(["replay", grid, "--pruner", "wilcoxon"]) == 2
+        assert "WilcoxonPruner needs scipy, which is not installed: pip install scipy" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not SHARED_CURVES.is_dir(), reason="../shared/curves is not beside this checkout")
+def test_no_traceback_on_any_shared_curve_file(capsys: pytest.CaptureFixture[str]) -> None:
+    files = sorted(p for p in SHARED_CURVES.rglob("*.json") if p.name not in ("index.json", "runs_index.json"))
+    assert len(files) >= 15
+    for path in files:
+        for metric in ("rewards/margins", "eval_rewards/margins", "eval_loss"):
+            code = main(["replay", str(path), "--metric", metric, "--orders", "0"])
+            out, err = capsys.readouterr()
+            assert code in (0, 2) and "Traceback" not in out + err, (path, metric)
+            assert code == 0 or len(err.strip().splitlines()) == 1, (path, err)

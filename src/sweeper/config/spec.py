@@ -420,6 +420,12 @@ class EarlyTerminate(BaseModel):
                 raise ValueError(f"early_terminate.{key}: expected a number, got {value!r}")
             elif isinstance(value, int | float) and value < 0:
                 raise ValueError(f"early_terminate.{key}: must be >= 0, got {value!r}")
+        if self.type == "optuna" and self.pruner == "wilcoxon":
+            import importlib.util
+
+            if importlib.util.find_spec("scipy") is None:
+                raise ValueError("early_terminate.pruner: Optuna's WilcoxonPruner needs scipy, which is not installed: "
+                                 "pip install scipy, or pick another pruner (peer, median, ...)")  # fmt: skip
         required = {"percentile": ["percentile"], "patient": ["patience"]}.get(self.pruner, [])
         if self.type == "optuna":
             for key in required:

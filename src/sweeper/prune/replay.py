@@ -22,6 +22,7 @@ from sweeper.errors import TrialsError
 from sweeper.plan.budget import Budget, common_grid
 from sweeper.plan.compile import sweep_budget
 from sweeper.plan.pruning import from_wandb
+from sweeper.prune import guard
 from sweeper.prune.gate import PruningGate, build_pruner
 from sweeper.records.metrics import EXAMPLES_SEEN, TOKENS_SEEN
 from sweeper.records.store import SweepRecord
@@ -34,6 +35,7 @@ class Curve:
     total: int  # the trial's planned length, in examples (>= its last point)
     final: float | None  # value at the end of a trial that ran through; None for a truncated curve
     label: str = ""
+    guard: str = ""  # the margin-hacking guard's verdict on the whole recorded curve ("ok" / "flagged: ...")
 
 
 @dataclass
@@ -62,22 +64,52 @@ def curves_from_sweep(sweep: SweepRecord, metric: str, step_key: str = EXAMPLES_
         total = int(t.pruned["planned_examples"]) if t.pruned else points[-1][0]
         final = t.value(metric) if t.status == "completed" else None
         label = " ".join(f"{k}={v}" for k, v in t.params.items())
-        curves.append(Curve(t.trial_id, points, max(total, points[-1][0]), final, label))
+        beta = t.params.get("beta") or (sweep.meta.get("spec", {}).get("training") or {}).get("beta")
+        curves.append(Curve(t.trial_id, points, max(total, points[-1][0]), final, label,
+                            guard.verdict(list(t.curve), beta)))  # fmt: skip
     return curves
 
 
 def curves_from_log_history(path: Path, metric: str, examples_per_step: int = 1) -> Curve:
-    """A TRL/transformers ``log_history`` (trainer_state.json, or {"log_history": [...]}) as one curve."""
+    """A TRL/transformers ``log_history`` (trainer_state.json, or {"log_history": [...]}) as one curve.
+
+    The x axis is ``step`` x examples_per_step; rows without a numeric step fall back to ``epoch`` (in
+    thousandths), else to row order, and the curve's label says which (``Curve.label``).
+    """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise TrialsError(f"{path}: not a readable log_history JSON file ({exc})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TrialsError(f"{path}: not a readable log_history JSON file ({type(exc).__name__}: {exc})") from None
     rows = data.get("log_history", []) if isinstance(data, dict) else data
-    points = tuple((int(r["step"] * examples_per_step), float(r[metric])) for r in rows
-                   if isinstance(r.get(metric), int | float) and "step" in r)  # fmt: skip
-    if not points:
-        raise TrialsError(f"{path}: no '{metric}' values in its log_history; check --metric (eval_ metrics need eval)")
-    return Curve(path.stem, points, points[-1][0], points[-1][1])
+    if not isinstance(rows, list):
+        raise TrialsError(f"{path}: 'log_history' is not a list of logged rows")
+    rows = [r for r in rows if isinstance(r, dict)]
+    logged = [r for r in rows if _number(r.get(metric))]
+    if not logged:
+        has = sorted({k for r in rows for k, v in r.items() if _number(v) and k not in ("step", "epoch")})
+        hint = f"; it logs {', '.join(has[:8])}{' ...' if len(has) > 8 else ''}" if has else ""
+        raise TrialsError(f"{path}: no '{metric}' values in its log_history{hint}: pick one with --metric")
+    if all(_number(r.get("step")) for r in logged):
+        xs, note = [float(r["step"]) * examples_per_step for r in logged], ""
+    elif all(_number(r.get("epoch")) for r in logged):
+        xs, note = [float(r["epoch"]) * 1000 for r in logged], "x = epoch/1000 (no step in its rows)"
+    else:
+        xs, note = [float(i + 1) * examples_per_step for i in range(len(logged))], "x = row order (no step or epoch)"
+    points: list[tuple[int, float]] = []
+    for x, r in zip(xs, logged, strict=True):
+        if points and int(x) <= points[-1][0]:
+            continue  # repeated or decreasing x (a restarted run): keep the first value there
+        points.append((int(x), float(r[metric])))
+    return Curve(path.stem, tuple(points), points[-1][0], points[-1][1], note, guard.verdict(rows))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value  # NaN is not a value
+
+
+def log_history_files(folder: Path) -> list[Path]:
+    """The JSON files of a folder of log_history files (an ``index.json`` of sources is skipped)."""
+    return sorted(p for p in folder.glob("*.json") if p.name != "index.json")
 
 
 @dataclass(frozen=True)
@@ -146,14 +178,16 @@ def _score(outcome: Outcome, curves: list[Curve], direction: str) -> None:
         outcome.regret = 1.0
 
 
-def over_orders(curves: list[Curve], replay: Replay, n_orders: int, seed: int = 0) -> dict[str, float]:
-    """Means over random trial arrival orders: compute ratio, winner kept, regret."""
+def over_orders(curves: list[Curve], replay: Replay, n_orders: int, seed: int = 0,
+                run: Any = None) -> dict[str, float]:  # fmt: skip
+    """Means over random trial arrival orders: compute ratio, winner kept, regret. ``run(order)`` replaces the
+    plain ``simulate`` (another scheduler behind the gate interface)."""
     rng = random.Random(seed)
     outcomes = []
     for _ in range(n_orders):
         order = list(range(len(curves)))
         rng.shuffle(order)
-        outcomes.append(simulate(curves, replay, order))
+        outcomes.append(run(order) if run is not None else simulate(curves, replay, order))
     return {
         "compute": statistics.mean(o.ratio for o in outcomes),
         "winner_kept": statistics.mean(1.0 if o.winner_kept else 0.0 for o in outcomes),
@@ -179,22 +213,37 @@ def budget_of(curves: list[Curve]) -> Budget:
     return Budget(grid=common_grid(intervals), min_total=min(totals), max_total=max(totals))
 
 
-def load_curves(paths: list[Path], metric: str | None, examples_per_step: int) -> tuple[list[Curve], Any, str, str]:
-    """Curves from one sweep folder, or from log_history files (one trial each)."""
-    from sweeper.records.store import load_sweep
+def load_curves(paths: list[Path], metric: str | None,
+                examples_per_step: int) -> tuple[list[Curve], Any, str, str, list[str]]:  # fmt: skip
+    """Curves from one sweep folder, or from log_history files (one trial each; a folder of them too), and notes
+    on the files left out."""
+    from sweeper.records.store import SWEEP_FILE, load_sweep
 
-    if len(paths) == 1 and paths[0].is_dir():
+    if len(paths) == 1 and paths[0].is_dir() and (paths[0] / SWEEP_FILE).is_file():
         sweep = load_sweep(paths[0])
         spec = Spec.model_validate(sweep.meta["spec"])
         metric = metric or spec.metric.name
         step_key = TOKENS_SEEN if spec.early_terminate and spec.early_terminate.step_unit == "tokens" \
             else EXAMPLES_SEEN  # fmt: skip
-        return curves_from_sweep(sweep, metric, step_key), (spec, sweep.meta), metric, spec.metric.goal
+        return curves_from_sweep(sweep, metric, step_key), (spec, sweep.meta), metric, spec.metric.goal, []
     metric = metric or "rewards/margins"
-    missing = [p for p in paths if not p.is_file()]
+    files = [f for p in paths for f in (log_history_files(p) if p.is_dir() else [p])]
+    missing = [p for p in files if not p.is_file()]
     if missing:
         raise TrialsError(f"{missing[0]}: no such file or sweep folder; pass trials/<name> or log_history JSON files")
-    return [curves_from_log_history(p, metric, examples_per_step) for p in paths], None, metric, "maximize"
+    if not files:
+        raise TrialsError(f"{paths[0]}: holds no log_history JSON files (and no sweep.json)")
+    curves, skipped = [], []
+    for f in files:
+        try:
+            curves.append(curves_from_log_history(f, metric, examples_per_step))
+        except TrialsError as exc:
+            if len(files) == 1:
+                raise
+            skipped.append(str(exc))
+    if not curves:
+        raise TrialsError(f"{paths[0]}: none of its {len(files)} files logs '{metric}': pick one with --metric")
+    return curves, None, metric, "maximize", [f"  left out: {why}" for why in skipped]
 
 
 @dataclass(frozen=True)
@@ -213,9 +262,12 @@ class ReplayOptions:
     examples_per_step: int = 1  # log_history files count optimizer steps: examples per step
 
 
-def replay_text(options: ReplayOptions) -> str:
+def replay_text(options: ReplayOptions, gate_factory: Any = None) -> str:
+    """The replay's report. ``gate_factory(budget, direction)`` replaces sweeper's gate by another scheduler with
+    the same interface (``replay --pruner asha``: Ray Tune's ASHA, from sweeper.tune.asha)."""
     paths, metric = options.paths, options.metric
-    curves, recorded, metric, spec_goal = load_curves(paths, metric, options.examples_per_step)
+    _check_options(options)
+    curves, recorded, metric, spec_goal, notes = load_curves(paths, metric, options.examples_per_step)
     direction, note = _direction(options, metric, spec_goal if recorded is not None else None)
     if not curves:
         raise TrialsError(f"{paths[0]}: no completed or pruned trial logged '{metric}': nothing to replay")
@@ -223,33 +275,57 @@ def replay_text(options: ReplayOptions) -> str:
         config, budget, recorded_smoothing = sweep_config(*recorded)
     else:
         config, budget, recorded_smoothing = {"type": "optuna", "pruner": "median"}, budget_of(curves), 0.0
-    if options.pruner is not None:
-        config = {"type": "optuna", "pruner": options.pruner, "warmup_fraction": config.get("warmup_fraction", 0.1)}
-    config = {**config, **options.overrides}
-    _check(config)
+    if gate_factory is not None:
+        config = {"type": "optuna", "pruner": "nop"}  # the factory's scheduler decides; the study only records
+        named = "Ray Tune ASHA (grace 10%, reduction 3)"
+    else:
+        if options.pruner is not None:
+            warmup = config.get("warmup_fraction", 0.1)
+            config = {"type": "optuna", "pruner": options.pruner, "warmup_fraction": warmup}
+        config = {**config, **options.overrides}
+        _check(config)
+        pruner = config.get("pruner", "median")
+        named = f"{'sweeper' if pruner == 'peer' else 'Optuna'} {pruner} ({_args_text(config)})"
     smooth = recorded_smoothing if options.smoothing is None else options.smoothing
-    named = config.get("pruner", "median")
     concurrency, n_orders = options.concurrency, options.n_orders
     replay = Replay(config, direction, budget, concurrency, smooth)
-    outcome = simulate(curves, replay)
+
+    def run(order: list[int] | None = None) -> Outcome:
+        return simulate(curves, replay, order, gate=gate_factory(budget, direction) if gate_factory else None)
+
+    outcome = run()
     lines = [
-        f"Replaying {len(curves)} trial(s) from {', '.join(map(str, paths))} on {metric} ({direction}) with Optuna "
-        f"{named} ({_args_text(config)}), grid {budget.grid} examples, concurrency {concurrency}",
+        f"Replaying {len(curves)} trial(s) from {', '.join(map(str, paths))} on {metric} ({direction}) with "
+        f"{named}, grid {budget.grid} examples, concurrency {concurrency}",
         *([note] if note else []),
+        *notes,
         "  in recorded order:",
     ]
     for c in curves:
         fate = f"pruned at {outcome.pruned[c.trial_id]} examples" if c.trial_id in outcome.pruned \
             else f"runs to the end ({c.total} examples)"  # fmt: skip
-        lines.append(f"    {c.trial_id} {c.label}: {fate}")
+        lines.append(f"    {c.trial_id} {c.label}: {fate}; guard {c.guard or '-'}")
     lines.append(f"  compute {outcome.spent} of {outcome.full} examples = {outcome.ratio:.2f} of the full grid; "
                  f"full-grid winner {outcome.winner} {'kept' if outcome.winner_kept else 'PRUNED'}; "
                  f"regret {outcome.regret:.3f}")  # fmt: skip
     if n_orders > 0:
-        means = over_orders(curves, replay, n_orders, options.seed)
+        means = over_orders(curves, replay, n_orders, options.seed, run)
         lines.append(f"  over {n_orders} random orders: compute {means['compute']:.2f}, winner kept "
                      f"{means['winner_kept']:.2f}, regret {means['regret']:.3f}")  # fmt: skip
     return "\n".join(lines)
+
+
+def _check_options(options: ReplayOptions) -> None:
+    from sweeper.errors import SpecError
+
+    if options.concurrency < 1:
+        raise SpecError(f"replay: --concurrency must be at least 1 (trials running at once), got {options.concurrency}")
+    if options.n_orders < 0:
+        raise SpecError(f"replay: --orders must be 0 or more, got {options.n_orders}")
+    if options.smoothing is not None and not 0 <= options.smoothing < 1:
+        raise SpecError(f"replay: --smoothing is an EMA weight in [0, 1), got {options.smoothing}")
+    if options.examples_per_step < 1:
+        raise SpecError(f"replay: --examples-per-step must be at least 1, got {options.examples_per_step}")
 
 
 def _direction(options: ReplayOptions, metric: str, sweep_goal: str | None) -> tuple[str, str | None]:
@@ -259,8 +335,8 @@ def _direction(options: ReplayOptions, metric: str, sweep_goal: str | None) -> t
 
     if options.goal is not None:
         return options.goal, None
-    if sweep_goal is not None and options.metric is None:
-        return sweep_goal, None
+    if options.metric is None:  # the sweep's own metric, or rewards/margins for log_history files
+        return sweep_goal or "maximize", None
     inferred = infer_goal(metric)
     if inferred is None:
         raise SpecError(f"replay: cannot tell whether to maximize or minimize '{metric}' from its name: pass --goal")
