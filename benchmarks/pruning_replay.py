@@ -50,6 +50,8 @@ PRUNERS: dict[str, dict[str, Any]] = {
     "optuna hyperband": {"pruner": "hyperband"},
     "sweeper peer (median)": {"pruner": "peer"},
     "sweeper peer 25, warm-up 5%": {"pruner": "peer", "percentile": 25.0, "warmup_fraction": 0.05},
+    "sweeper peer 25, noise 3σ": {"pruner": "peer", "percentile": 25.0, "warmup_fraction": 0.05, "noise_sigmas": 3.0},
+    "sweeper peer 50, noise 3σ": {"pruner": "peer", "percentile": 50.0, "warmup_fraction": 0.05, "noise_sigmas": 3.0},
     "ray ASHA": {"asha": True},
 }
 

@@ -221,3 +221,42 @@ def test_guard_verdicts_on_real_public_curves(name: str, expected: str) -> None:
     rows = data.get("log_history", data) if isinstance(data, dict) else data
     text = verdict(rows)
     assert (text == "ok") if expected == "ok" else (is_flagged(text) and expected in text), text
+
+
+def noisy(level: float, slope: float, noise: float, seed: int, until: int = 192) -> list[tuple[int, float]]:
+    """A rising curve with white noise of sd ``noise`` (the kind real batch-2 margins show)."""
+    import random
+
+    rng = random.Random(seed)
+    return [(s, level + slope * s + rng.gauss(0.0, noise)) for s in range(8, until + 1, 8)]
+
+
+def test_curve_noise_reads_the_scatter_not_the_trend() -> None:
+    from sweeper.prune.gate import curve_noise
+
+    assert curve_noise([0.1 * i for i in range(20)]) == pytest.approx(0.0, abs=1e-12)  # a straight line: no noise
+    estimate = curve_noise([v for _, v in noisy(0.0, 0.01, 0.5, seed=1, until=800)])
+    assert estimate is not None and 0.35 < estimate < 0.7  # sd 0.5 recovered within sampling error
+    assert curve_noise([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]) is None  # too few points to tell
+
+
+def test_a_noise_aware_peer_never_cuts_a_trial_inside_the_noise_band() -> None:
+    config = {"pruner": "peer", "noise_sigmas": 3.0, "warmup_fraction": 0.05}
+    for seed in range(20):
+        g = gate(config)
+        assert run(g, "leader", noisy(1.0, 0.002, 0.5, seed)) is None
+        # 0.3 below the leader with noise sd 0.5: a near-tie that a plain peer rule cuts in some draws
+        assert run(g, "near", noisy(0.7, 0.002, 0.5, seed + 100)) is None, seed
+    cut_by_plain_rule = 0
+    for seed in range(20):
+        g = gate({"pruner": "peer", "warmup_fraction": 0.05})
+        run(g, "leader", noisy(1.0, 0.002, 0.5, seed))
+        cut_by_plain_rule += run(g, "near", noisy(0.7, 0.002, 0.5, seed + 100)) is not None
+    assert cut_by_plain_rule >= 5  # the same near-ties that the noise-blind rule cuts
+
+
+def test_a_noise_aware_peer_still_cuts_a_trial_far_below() -> None:
+    g = gate({"pruner": "peer", "noise_sigmas": 3.0, "warmup_fraction": 0.05})
+    assert run(g, "leader", noisy(3.0, 0.01, 0.2, seed=1)) is None
+    stopped = run(g, "far", noisy(0.0, 0.0, 0.2, seed=2))
+    assert stopped is not None and stopped <= 96  # 3 below with noise 0.2: out once its noise is known (10 points)

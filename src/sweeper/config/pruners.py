@@ -14,7 +14,7 @@ PRUNER_ARGS: dict[str, frozenset[str]] = {
     "wilcoxon": frozenset({"p_threshold", "n_startup_steps"}),
     "threshold": frozenset({"lower", "upper", "n_warmup_steps", "interval_steps"}),
     "patient": frozenset({"patience", "min_delta", "wrapped"}),
-    "peer": frozenset({"percentile", "n_warmup_steps", "interval_steps", "n_min_peers"}),
+    "peer": frozenset({"percentile", "n_warmup_steps", "interval_steps", "n_min_peers", "noise_sigmas"}),
     "nop": frozenset(),
 }
 

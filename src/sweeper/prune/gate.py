@@ -151,7 +151,7 @@ class PruningGate:
 
 
 def PeerPruner(percentile: float = 50.0, n_warmup_steps: int = 0, interval_steps: int = 1,  # noqa: N802
-               n_min_peers: int = 1) -> Any:  # fmt: skip
+               n_min_peers: int = 1, noise_sigmas: float = 0.0) -> Any:  # fmt: skip
     """sweeper's pruner: Optuna's percentile rule against *every* trial that reached the same step.
 
     Optuna's Median/Percentile pruners compare only with COMPLETE trials, so at concurrency 2 nothing is
@@ -159,6 +159,12 @@ def PeerPruner(percentile: float = 50.0, n_warmup_steps: int = 0, interval_steps
     values at the same steps too: this pruner compares with all of them (ASHA's insight, with Optuna's
     rule). A trial is stopped when its best value so far is below the ``percentile``-th best value of its
     peers at this step (50 = the median), given at least ``n_min_peers`` peers there.
+
+    ``noise_sigmas`` > 0 makes it noise-aware and compares levels, not points: the trial's best mean of NOISE_WINDOW
+    consecutive values against the ``percentile``-th of its peers' levels, and stops the trial only when it
+    trails by more than ``noise_sigmas`` standard errors of that difference (noise estimated from the curves
+    themselves, :func:`curve_noise`; the larger of the trial's own and its peers' median). With no noise estimate
+    yet it is never stopped: near-ties are never cut.
     """
     import optuna
 
@@ -169,17 +175,65 @@ def PeerPruner(percentile: float = 50.0, n_warmup_steps: int = 0, interval_steps
                 return False
             states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING,
                       optuna.trial.TrialState.PRUNED)  # fmt: skip
-            peers = [t.intermediate_values[step] for t in study.get_trials(deepcopy=False, states=states)
-                     if t.number != trial.number and step in t.intermediate_values]  # fmt: skip
+            others = [t for t in study.get_trials(deepcopy=False, states=states) if t.number != trial.number]
+            peers = [t.intermediate_values[step] for t in others if step in t.intermediate_values]
             if len(peers) < n_min_peers:
                 return False
-            values = list(trial.intermediate_values.values())
+            values = [trial.intermediate_values[s] for s in sorted(trial.intermediate_values)]
             maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+            if noise_sigmas > 0:
+                return _trails_beyond_noise(values, [_upto(t, step) for t in others if step in t.intermediate_values],
+                                            maximize)  # fmt: skip
             best = max(values) if maximize else min(values)
             cut = _percentile(peers, 100 - percentile if maximize else percentile)
             return best < cut if maximize else best > cut
 
+    def _trails_beyond_noise(values: list[float], peer_curves: list[list[float]], maximize: bool) -> bool:
+        """Levels, not points: the trial's best mean of NOISE_WINDOW consecutive values so far, against each peer's
+        mean of its last NOISE_WINDOW values. Stop only when the trial trails the peers' percentile level by more
+        than noise_sigmas standard errors of the difference; with no noise estimate, never."""
+        sign = 1.0 if maximize else -1.0
+        signed = [sign * v for v in values]
+        w = min(NOISE_WINDOW, len(signed))
+        # the trial's best level so far (as the plain rule takes its best value): a bad stretch never cuts it
+        own_level = max(sum(signed[i : i + w]) / w for i in range(len(signed) - w + 1))
+        levels = [sum(c[-NOISE_WINDOW:]) / len(c[-NOISE_WINDOW:]) * sign for c in peer_curves if c]
+        if not levels:
+            return False
+        noises = [n for c in [values, *peer_curves] if (n := curve_noise(c)) is not None]
+        if not noises:
+            return False  # no noise estimate yet: no evidence that this is more than a near-tie
+        sigma = max(curve_noise(values) or 0.0, _percentile(noises, 50))
+        cut = _percentile(levels, 100 - percentile)
+        gap_sd = sigma * math.sqrt(1 / w + 1 / min(NOISE_WINDOW, min(len(c) for c in peer_curves if c)))
+        return own_level < cut - noise_sigmas * gap_sd
+
     return _PeerPruner()
+
+
+def _upto(trial: Any, step: int) -> list[float]:
+    return [v for s, v in sorted(trial.intermediate_values.items()) if s <= step]
+
+
+# Fewest points for a curve's own noise estimate: with fewer, a median of second differences is too rough.
+MIN_NOISE_POINTS = 10
+# Values averaged into a trial's level by the noise-aware rule (its standard error shrinks by sqrt of this).
+NOISE_WINDOW = 5
+
+
+def curve_noise(values: list[float]) -> float | None:
+    """The noise of a curve around its trend: a robust standard deviation from its second differences.
+
+    For values = smooth trend + white noise of sd sigma, the second difference v[i+1] - 2 v[i] + v[i-1] has sd
+    sqrt(6) sigma while a locally linear trend cancels; the median absolute value / 0.6745 makes it robust to a
+    few jumps. None with fewer than MIN_NOISE_POINTS values.
+    """
+    if len(values) < MIN_NOISE_POINTS:
+        return None
+    d2 = sorted(abs(values[i + 1] - 2 * values[i] + values[i - 1]) for i in range(1, len(values) - 1))
+    mid = len(d2) // 2
+    median = d2[mid] if len(d2) % 2 else (d2[mid - 1] + d2[mid]) / 2
+    return median / 0.6745 / math.sqrt(6)
 
 
 def _percentile(values: list[float], q: float) -> float:
