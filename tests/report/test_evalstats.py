@@ -284,3 +284,9 @@ def test_a_winner_whose_samples_loop_is_flagged_like_a_guard_finding(tmp_path: P
     assert "- ⚠ degenerate samples: repeated word trigrams 0.63 against the base's 0.07" in verdict
     section = text.split("## Held-out evaluation")[1]
     assert "| 0.5 ⚠ |" in section and "1 trial(s) whose greedy samples degenerate" in section
+
+
+def test_samples_of_the_random_builtin_model_say_so() -> None:
+    models = [("base", [{"answer": "x y", "n_tokens": 2}])]
+    assert "**random** tiny model" in evalstats.samples_text("s", [{"prompt": "p"}], models, 8, 0, random_model=True)
+    assert "random" not in evalstats.samples_text("s", [{"prompt": "p"}], models, 8, 0)

@@ -173,7 +173,7 @@ def test_report_table_has_one_row_per_trial_with_derived_columns(sweep_dir: Path
     head = table.splitlines()[2]
     assert head.startswith("| trial | learning_rate | gradient_accumulation_steps | effective batch | status |")
     for column in ("stopped at (examples)", "margins final", "margins best", "logps/rejected final", "GPU-h",
-                   "$ at 2/h", "peak memory", "predicted", "guard"):  # fmt: skip
+                   "$ at 2/h", "peak memory", "predicted GPU peak", "guard"):  # fmt: skip
         assert f"| {column} |" in head
     pruned = next(r for r in rows if "aaaaa_00003" in r)
     assert "| pruned | 16 |" in pruned  # stopped at 16 examples seen

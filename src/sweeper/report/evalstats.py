@@ -129,11 +129,17 @@ def degenerate_flag(record: dict[str, Any] | None, base: dict[str, Any] | None) 
     return degeneration(record.get("generation"), base.get("generation"))
 
 
+RANDOM_MODEL_NOTE = ("The base model is sweeper's builtin **random** tiny model (`builtin:tiny-mistral`, 2 layers, "
+                     "random weights): its answers are noise, not language. The samples only show that the "
+                     "trained adapters moved it towards the chosen answers' words.")  # fmt: skip
+
+
 def samples_text(name: str, prompts: Sequence[dict[str, str]], models: Sequence[tuple[str, list[dict[str, Any]]]],
-                 max_new_tokens: int, seed: int) -> str:  # fmt: skip
+                 max_new_tokens: int, seed: int, random_model: bool = False) -> str:  # fmt: skip
     """reports/<name>/samples.md: each held-out prompt with the greedy answers of the base and the top trials,
-    their lengths and repetition, and a summary table first. ``models``: (label, samples) in display order."""
-    lines = [f"# Generation samples: {name}", "",
+    their lengths and repetition, and a summary table first. ``models``: (label, samples) in display order;
+    ``random_model`` says so up front (the builtin tiny model)."""
+    lines = [f"# Generation samples: {name}", "", *([RANDOM_MODEL_NOTE, ""] if random_model else []),
              f"Greedy answers (max_new_tokens {max_new_tokens}) to {len(prompts)} held-out prompts picked with seed "
              f"{seed}. distinct-2: unique word bigrams / all; repeated 3-grams: share of word trigrams that occur more"
              " than once (loops approach 1).", "",

@@ -156,8 +156,18 @@ def verdict(sweep: SweepRecord, best: TrialRecord | None, metric: str, goal: str
     if heldout:
         lines += ["", heldout]
     if best.adapter is not None:
-        lines += ["", f"Adapter: `{best.adapter.relative_to(sweep.path.parent)}`"]
+        lines += ["", f"Adapter: `{adapter_path(sweep, best)}` (from the directory the sweep was launched in)"]
     return lines
+
+
+def adapter_path(sweep: SweepRecord, trial: TrialRecord) -> str:
+    """The winner's adapter as a path from the directory the sweep was launched in (output.trials_dir/name/...),
+    so it resolves where the user runs ``launch``; records moved elsewhere show their path from the sweep's
+    parent folder."""
+    assert trial.adapter is not None
+    trials_dir = ((sweep.meta.get("spec") or {}).get("output") or {}).get("trials_dir", "trials")
+    inside = trial.adapter.relative_to(sweep.path)
+    return str(Path(trials_dir) / sweep.name / inside)
 
 
 def verdict_warnings(best: TrialRecord, value: float | None, second: float | None) -> list[str]:
@@ -226,7 +236,7 @@ def trials_table(sweep: SweepRecord, best: TrialRecord | None) -> list[str]:
         columns.append((f"$ at {acct.usd_per_hour:g}/h", lambda r: usd(r["cost_usd"])))
     columns.append(("peak memory", memory_cell))
     if any(r["predicted_peak_gb"] is not None for r in rows):
-        columns.append(("predicted", lambda r: gib(r["predicted_peak_gb"])))
+        columns.append(("predicted GPU peak", lambda r: gib(r["predicted_peak_gb"])))
     head = ["trial", *[c[0] for c in columns]]
     cells = [[f"`{t.trial_id}`{' ★' if t is best else ''}", *[fn(r) for _, fn in columns]]
              for t, r in zip(sweep.trials, rows, strict=True)]  # fmt: skip

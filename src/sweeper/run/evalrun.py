@@ -298,7 +298,9 @@ def write_samples(sweep: SweepRecord, work: Plan, records: dict[str, dict[str, A
         return None
     models = [(g["label"], records[g["label"]].get("samples") or []) for g in work.groups]
     models += [(f"`{k}`", records[k].get("samples") or []) for k in work.sampled if records.get(k)]
-    text = evalstats.samples_text(sweep.name, work.data["prompts"], models, evaluation.max_new_tokens, evaluation.seed)
+    model = (sweep.meta.get("spec") or {}).get("model") or {}
+    text = evalstats.samples_text(sweep.name, work.data["prompts"], models, evaluation.max_new_tokens, evaluation.seed,
+                                  random_model=model.get("name_or_path") == "builtin:tiny-mistral")  # fmt: skip
     path = reports_dir / sweep.name / SAMPLES_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, text)
