@@ -207,3 +207,14 @@ def test_an_oom_row_rules_out_every_batch_after_halving_retries(tmp_path: Path) 
     trial = compile_plan(mistral_spec(tmp_path)).trials[1]  # batch 8
     assert preflight.oom_row(trial, "t2", "retry_halved")["batches_tried"] == [1]  # retried down to batch 1
     assert preflight.oom_row(trial, "t2", "fail")["batches_tried"] == [8]  # only its own batch was tried
+
+
+def test_the_seed_setup_spec_reproduces_the_seeds_memory_story() -> None:
+    """sweeps/seed_2024.yaml (separate 4-bit reference, no double quantization, eager attention): the dry run
+    puts batch 2 and 8 near the seed's readings and flags batch 16, which ran out of memory on its 80 GB card."""
+    text = dry(load_spec(ROOT / "sweeps" / "seed_2024.yaml"))
+    rows = {int(r[1]): r for r in (line.split() for line in text.splitlines()) if r and r[0] in ("1", "2", "3")}
+    gb = {batch: float(r[3]) for batch, r in rows.items()}
+    assert 25 * 0.85 <= gb[2] <= 30 and 50 <= gb[8] <= 65 and gb[16] > 80
+    assert rows[16][-1] == "OVER" and "1 trial(s) over it" in text
+    assert "eager attention (heads x seq^2 probabilities kept)" in text and "reference separate" in text

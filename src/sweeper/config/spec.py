@@ -80,6 +80,10 @@ class ModelSection(_Section):
     # read by every trial, which then skips the reference forward. All three give the same rewards.
     reference: Literal["adapter", "separate", "shared"] = "adapter"
     trust_remote_code: bool = False
+    # transformers' attn_implementation: eager keeps heads x seq^2 attention probabilities for backward (the
+    # memory estimate counts them), sdpa and flash_attention_2 (CUDA GPUs only) do not; None = transformers'
+    # default (sdpa where torch has it).
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = None
     lora: LoraSection = LoraSection()
 
 

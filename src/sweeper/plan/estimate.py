@@ -282,6 +282,26 @@ def setup_from_settings(settings: TrialSettings, reference: str | None = None) -
         lora_targets=targets if isinstance(targets, str) else tuple(targets),
         optim=training.optim,
         gradient_checkpointing=bool(training.gradient_checkpointing),
+        attention="eager" if model.attn_implementation == "eager" else "sdpa",
+    )
+
+
+def assumptions(settings: TrialSettings) -> str:
+    """What a prediction for these settings assumes, in one line (the dry run prints it per sweep)."""
+    model, training, setup = settings.model, settings.training, setup_from_settings(settings)
+    if setup is None:
+        return "unknown model shape: no prediction"
+    quant = {"4bit": f"4-bit {model.bnb_4bit_quant_type}" + (" with double quantization"
+                                                             if model.bnb_4bit_use_double_quant else ""),
+             "8bit": "8-bit LLM.int8", "none": "16-bit weights"}[model.quantization]  # fmt: skip
+    attention = ("eager attention (heads x seq^2 probabilities kept)" if setup.attention == "eager"
+                 else f"{model.attn_implementation or 'sdpa'} attention (no seq^2 tensor)")  # fmt: skip
+    return (
+        f"TRL >= 1.0 chunked log-probs ({LOGIT_CHUNK_TOKENS}-token chunks, not full fp32 logits), {attention}, "
+        f"gradient checkpointing {'on' if training.gradient_checkpointing else 'off'}, every sequence at "
+        f"max_length {settings.data.max_length} (worst case), reference {model.reference}"
+        f"{' (a second copy of the weights)' if model.reference == 'separate' else ' (no second copy)'}, "
+        f"{quant}, {OVERHEAD_GB:g} GB CUDA overhead, activation coefficient fitted to the seed's readings"
     )
 
 

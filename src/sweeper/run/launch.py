@@ -135,6 +135,8 @@ def preflight_lines(plan: SweepPlan, n_measured: int, earlier: SweepRecord | Non
              f"(resources.gpu_memory_gb); {n_over} trial(s) over it"
              + (f", {'skipped' if spec.resources.preflight == 'skip' else 'run anyway (preflight: warn)'}"
                 if n_over else "")]  # fmt: skip
+    if planned:
+        lines.append(f"  the prediction assumes: {estimate.assumptions(planned[0].settings)}")
     if any(p.predicted_gb is None for p in planned):
         lines.append(f"  unknown model shape for {spec.model.name_or_path}: give a local folder with config.json")
     if n_measured:

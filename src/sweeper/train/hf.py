@@ -14,6 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from sweeper.config.spec import DataSection, ModelSection, TrainingSection
+from sweeper.errors import SweeperError
 from sweeper.train.models import resolve_model
 
 
@@ -60,6 +61,10 @@ def load_model(model: ModelSection, bf16: bool) -> tuple[Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(path, revision=model.revision, trust_remote_code=model.trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    attention = {"attn_implementation": model.attn_implementation} if model.attn_implementation else {}
+    if model.attn_implementation == "flash_attention_2" and not use_cuda():
+        raise SweeperError("model.attn_implementation: flash_attention_2 needs a CUDA GPU and the flash-attn "
+                           "package; this trial runs on the CPU: use sdpa or eager")  # fmt: skip
     base = AutoModelForCausalLM.from_pretrained(
         path,
         revision=model.revision,
@@ -67,6 +72,7 @@ def load_model(model: ModelSection, bf16: bool) -> tuple[Any, Any]:
         quantization_config=quantization_config(model, dtype),
         dtype=dtype,
         device_map={"": 0} if use_cuda() else None,
+        **attention,
     )
     base.config.use_cache = False  # incompatible with gradient checkpointing
     keep_4bit_on_the_training_path(base)
