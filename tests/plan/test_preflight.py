@@ -39,7 +39,7 @@ def test_dry_run_of_the_seed_grid_shows_predicted_peaks_and_cost() -> None:
     text = dry(load_spec(ROOT / "sweeps" / "lr_grid.yaml"))
     assert "predicted GB" in text.splitlines()[4]  # the table's header, after the data line
     assert text.count(" 29.8") == 6  # six trials at per-device batch 8, max_length 1536, adapter reference
-    assert "0 trial(s) over it" in text
+    assert "0 trial(s) whose upper end is over it" in text
     # 6 trials x 3 epochs x 12,216 rows at the seed's ~1 example/s: about the seed's own ~60 GPU-hours
     assert "Predicted GPU-hours: 61.1 for 6 trial(s), $122.16 at $2/GPU-hour" in text
 
@@ -48,8 +48,8 @@ def test_dry_run_of_the_seed_grid_shows_predicted_peaks_and_cost() -> None:
 def test_over_budget_trials_are_flagged(tmp_path: Path, mode: str, flag: str) -> None:
     text = dry(mistral_spec(tmp_path, preflight=mode))
     rows = [line.split() for line in text.splitlines() if line.strip()[:1].isdigit()]
-    assert [r[-1] for r in rows] == ["12.5", "29.8", flag]  # batch 16 predicted 52.9 GB > 40
-    assert "1 trial(s) over it" in text
+    assert [r[-2:] for r in rows] == [["12.5", "(11.4-13.6)"], ["29.8", "(25.4-34.2)"], ["(44.1-61.6)", flag]]
+    assert "1 trial(s) whose upper end is over it" in text  # batch 16: 52.9 GB, band 44.1-61.6 > 40
 
 
 def test_skip_removes_over_budget_trials_before_ray_and_warn_keeps_them(tmp_path: Path) -> None:
@@ -216,5 +216,15 @@ def test_the_seed_setup_spec_reproduces_the_seeds_memory_story() -> None:
     rows = {int(r[1]): r for r in (line.split() for line in text.splitlines()) if r and r[0] in ("1", "2", "3")}
     gb = {batch: float(r[3]) for batch, r in rows.items()}
     assert 25 * 0.85 <= gb[2] <= 30 and 50 <= gb[8] <= 65 and gb[16] > 80
-    assert rows[16][-1] == "OVER" and "1 trial(s) over it" in text
+    assert rows[16][-1] == "OVER" and "1 trial(s) whose upper end is over it" in text
     assert "eager attention (heads x seq^2 probabilities kept)" in text and "reference separate" in text
+
+
+def test_the_over_flag_reads_the_upper_end_of_the_band() -> None:
+    spec = load_spec(ROOT / "sweeps" / "seed_2024.yaml")
+    spec = spec.model_copy(update={"resources": spec.resources.model_copy(update={"gpu_memory_gb": 55})})
+    batch8 = next(t for t in compile_plan(spec).trials if t.params["per_device_train_batch_size"] == 8)
+    assert batch8.predicted_gb == 51.5 and batch8.predicted_band == (43.9, 59.2)
+    assert batch8.over  # 51.5 fits a 55 GB card, its upper end 59.2 does not
+    low, high = estimate.COEF_BAND
+    assert low < estimate.ACTIVATION_COEF < high

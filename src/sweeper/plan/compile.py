@@ -35,9 +35,10 @@ class TrialPlan:
     params: dict[str, Any]  # the swept values (what Ray's trial config and the records carry)
     settings: TrialSettings
     predicted_gb: float | None  # peak GPU memory on one GPU; None when the model's shape is unknown
-    over: bool  # predicted above resources.gpu_memory_gb
+    over: bool  # the prediction band's upper end is above resources.gpu_memory_gb
     planned_examples: int | None  # examples it trains on if it runs to the end; None before the data step
     reference_group: str
+    predicted_band: tuple[float, float] | None = None  # (low, high) GiB: estimate.predict_band
 
     @property
     def effective_batch(self) -> int:
@@ -82,11 +83,13 @@ class SweepPlan:
 def _trial(spec: Spec, params: dict[str, Any], coef: float, n_train: int | None) -> TrialPlan:
     settings = resolve(spec, params)
     gb = estimate.predict_settings(settings, coef=coef)
+    band = estimate.predict_band(settings, coef=coef)
     return TrialPlan(
         params=params,
         settings=settings,
         predicted_gb=None if gb is None else round(gb, 1),
-        over=gb is not None and gb > spec.resources.gpu_memory_gb,
+        over=band is not None and band[1] > spec.resources.gpu_memory_gb,
+        predicted_band=None if band is None else (round(band[0], 1), round(band[1], 1)),
         planned_examples=None if n_train is None else planned_examples(settings.training, n_train),
         reference_group=reference_group(settings),
     )

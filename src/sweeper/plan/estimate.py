@@ -359,3 +359,25 @@ SEED = replace(
     Setup(MISTRAL_7B), max_length=1536, reference="separate", logits="full", attention="eager", double_quant=False
 )
 SEED_TABLE = {2: (25.0, 30.0), 8: (50.0, 65.0), 16: (78.0, 78.0)}
+
+
+def _coef_band() -> tuple[float, float]:
+    """The activation coefficients that fit the low and the high ends of the seed's two ranged readings."""
+    ends = [[(replace(SEED, micro_batch=b), SEED_TABLE[b][i]) for b in (2, 8)] for i in (0, 1)]
+    return calibrate(ends[0]), calibrate(ends[1])
+
+
+# The prediction band: the activation term at the coefficients that fit the low and the high ends of the seed's
+# readings (1.56 and 2.28 around 1.92), scaled with the coefficient when a sweep refits it. It is the spread
+# of the one fitted term, not of the shape-counted ones (weights, LoRA, overhead), and no GPU measurement of
+# today's stack narrows it yet.
+COEF_BAND = _coef_band()
+
+
+def predict_band(settings: TrialSettings, coef: float = ACTIVATION_COEF) -> tuple[float, float] | None:
+    """(low, high) predicted peak GiB of one trial; None when the model's shape is unknown."""
+    setup = setup_from_settings(settings)
+    if setup is None:
+        return None
+    scale = coef / ACTIVATION_COEF
+    return predict(setup, COEF_BAND[0] * scale).total, predict(setup, COEF_BAND[1] * scale).total

@@ -38,13 +38,15 @@ def plan_table(plan: SweepPlan, infeasible: list[dict[str, Any]] | None = None) 
     """Aligned lines: one per trial, its parameter values, effective batch, predicted GPU peak and a flag."""
     spec = plan.spec
     names = list(spec.parameters)
-    head = ["#", *names, "effective batch", "predicted GB", "flag"]
+    head = ["#", *names, "effective batch", "predicted GB (band)", "flag"]
     oom_before = [r["params"] for r in infeasible or [] if r.get("reason") == "oom"]
     over = "skipped" if spec.resources.preflight == "skip" else "OVER"
     rows = []
     for i, p in enumerate(plan.trials, 1):
         flag = "OOM before" if p.params in oom_before else (over if p.over else "")
         gb = "?" if p.predicted_gb is None else f"{p.predicted_gb:.1f}"
+        if p.predicted_band is not None:
+            gb += f" ({p.predicted_band[0]:.1f}-{p.predicted_band[1]:.1f})"
         rows.append([str(i), *[_cell(p.params[n]) for n in names], str(p.effective_batch), gb, flag])
     widths = [max(len(r[c]) for r in [head, *rows]) for c in range(len(head))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in [head, *rows]]
@@ -132,7 +134,8 @@ def preflight_lines(plan: SweepPlan, n_measured: int, earlier: SweepRecord | Non
     n_over = sum(p.over for p in planned)
     budget = spec.resources.gpu_memory_gb
     lines = [f"Preflight: peak GPU memory predicted from the model's shape for one {budget:g} GB GPU "
-             f"(resources.gpu_memory_gb); {n_over} trial(s) over it"
+             f"(resources.gpu_memory_gb), with a band (low-high: the activation coefficient that fits the low and "
+             f"the high end of the seed's readings); {n_over} trial(s) whose upper end is over it"
              + (f", {'skipped' if spec.resources.preflight == 'skip' else 'run anyway (preflight: warn)'}"
                 if n_over else "")]  # fmt: skip
     if planned:
