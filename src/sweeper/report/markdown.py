@@ -15,6 +15,7 @@ from sweeper.records.files import write_text_atomic
 from sweeper.records.metrics import GPU_NAME, STEP
 from sweeper.records.store import STATUSES, SweepRecord, TrialRecord, best_trial
 from sweeper.report.evalstats import base_of, degenerate_flag, has_evaluation, heldout_section, verdict_line
+from sweeper.report.sensitivity import sensitivity, sensitivity_lines
 from sweeper.report.summary import (
     BEST_OF,
     MIN_STEPS,
@@ -45,6 +46,11 @@ def render_report(sweep: SweepRecord, plots: Sequence[str] = ()) -> str:
     lines += ["", "## Trials", "", *trials_table(sweep, best)]
     if has_evaluation(sweep):
         lines += ["", "## Held-out evaluation", "", *heldout_section(sweep, best)]
+    sens = sensitivity_lines(sensitivity(sweep, metric, goal), metric)
+    if sens:
+        lines += ["", "## Sensitivity", "", *sens]
+        if "slices" in plots:
+            lines += ["", f"![slices]({sweep.name}/slices.png)"]
     if plots:
         lines += ["", "## Plots", "", *plot_lines(sweep, plots)]
     lines += ["", "## Compute", "", *compute_lines(sweep)]
@@ -256,6 +262,8 @@ def plot_lines(sweep: SweepRecord, plots: Sequence[str]) -> list[str]:
 
     lines: list[str] = []
     for name in plots:
+        if name == "slices":  # shown in the Sensitivity section
+            continue
         lines += [f"![{name}]({sweep.name}/{name}.png)", "", f"*{PLOTS.get(name, name)}*", ""]
     return lines[:-1]
 

@@ -20,6 +20,8 @@ PLOTS = {
     "eval_margins": "held-out `eval_rewards/margins` (TRL's evaluation every `eval_steps`) against examples seen",
     "memory": "peak memory against per-device batch: measured (●), predicted (○), out of memory (×)",
     "lr_batch": "final value of the sweep's metric by learning rate and effective batch",
+    "slices": "final value of the sweep's metric against each swept parameter (completed trials), coloured by "
+    "another swept parameter: how sensitive the sweep is to each",
 }
 STATUS_MARKS = {"pruned": "x", "oom": "s", "error": "s", "unfinished": "s"}
 
@@ -40,6 +42,8 @@ def write_plots(sweep: SweepRecord, out_dir: Path) -> list[str]:
         "lr_batch": lambda ax: _heatmap(ax, sweep),
     }
     drawn = []
+    if _slices(plt, sweep, out_dir / "slices.png"):
+        drawn.append("slices")
     for name, draw in drawers.items():
         fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
         try:
@@ -127,6 +131,48 @@ def _heatmap(ax: Any, sweep: SweepRecord) -> bool:
     ax.set_xlabel("learning rate")
     ax.set_ylabel("effective batch")
     ax.figure.colorbar(image, ax=ax, label=f"final {metric}")
+    return True
+
+
+def _slices(plt: Any, sweep: SweepRecord, path: Path) -> bool:
+    """One panel per swept parameter: final metric against its values, coloured by another swept parameter."""
+    metric, _ = metric_of(sweep)
+    swept = [n for n in sweep.meta.get("swept", []) if n]
+    done = [t for t in sweep.trials if t.status == "completed" and isinstance(t.value(metric), int | float)]
+    if not swept or len(done) < 2:
+        return False
+    fig, axes = plt.subplots(1, len(swept), figsize=(3.4 * len(swept) + 1.2, 3.4), dpi=100, squeeze=False)
+    try:
+        for i, (ax, name) in enumerate(zip(axes[0], swept, strict=True)):
+            xs = [t.params.get(name) for t in done]
+            ys = [float(t.value(metric)) for t in done]
+            numeric = all(isinstance(x, int | float) and not isinstance(x, bool) for x in xs)
+            levels = sorted(set(xs), key=lambda v: (str(type(v)), v))
+            positions = xs if numeric else [levels.index(x) for x in xs]
+            other = next((n for n in swept if n != name), None)
+            if other is not None:
+                shades = sorted({t.params.get(other) for t in done}, key=lambda v: (str(type(v)), v))
+                cmap = plt.get_cmap("viridis", max(len(shades), 2))
+                for k, shade in enumerate(shades):
+                    pick = [j for j, t in enumerate(done) if t.params.get(other) == shade]
+                    ax.scatter([positions[j] for j in pick], [ys[j] for j in pick], color=cmap(k), s=36,
+                               label=f"{other}={shade:g}" if isinstance(shade, float) else f"{other}={shade}",
+                               zorder=3)  # fmt: skip
+                ax.legend(fontsize=7, loc="best")
+            else:
+                ax.scatter(positions, ys, s=36, zorder=3)
+            if numeric and min(xs) > 0 and max(xs) / min(xs) >= 10:
+                ax.set_xscale("log")
+            if not numeric:
+                ax.set_xticks(range(len(levels)), [str(v) for v in levels])
+            ax.set_xlabel(name)
+            if i == 0:
+                ax.set_ylabel(f"final {metric}")
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path, metadata={"Software": None})
+    finally:
+        plt.close(fig)
     return True
 
 
