@@ -41,16 +41,28 @@ def forget_gate(settings: GateSettings) -> None:
 
 
 def follow(gate: PruningGate, spec: Spec, trial_id: str, params: dict[str, Any]) -> None:
-    """Start following a Ray trial in the gate (once). A bayes trial seen here was proposed before (a rerun after
-    `sweeper resume`): its params are enqueued so that TPE knows them; other trials are added with their params."""
+    """Start following a Ray trial in the gate (once), its swept values recorded as the Optuna trial's params with
+    the spec's distributions (grid and random too: optuna-dashboard's parallel coordinates, slices and
+    importances, and ``optuna.importance``, read them). The params are enqueued and asked with those
+    distributions, so Optuna records exactly the values Ray runs; a bayes trial seen here was proposed before (a
+    rerun after `sweeper resume`) and TPE learns it the same way."""
     if trial_id in gate.curves:
         return
-    if spec.method != "bayes":
+    distributions = optuna_distributions(spec)
+    if not distributions:
         gate.add(trial_id, params)
         return
-    distributions = optuna_distributions(spec)
-    gate.study.enqueue_trial({n: v for n, v in params.items() if n in distributions})
-    gate.add(trial_id, optuna_trial=gate.study.ask(distributions))
+    known = {n: v for n, v in params.items() if n in distributions and _inside(distributions[n], v)}
+    gate.study.enqueue_trial(known)
+    gate.add(trial_id, params, optuna_trial=gate.study.ask({n: distributions[n] for n in known}))
+
+
+def _inside(distribution: Any, value: Any) -> bool:
+    """Whether Optuna's distribution holds this value (a q_uniform draw rounded past min is not)."""
+    try:
+        return bool(distribution._contains(distribution.to_internal_repr(value)))
+    except (ValueError, TypeError):
+        return False
 
 
 def optuna_distributions(spec: Spec) -> dict[str, Any]:
