@@ -68,3 +68,16 @@ def test_the_verdict_calls_a_gain_beyond_noise_and_a_leader_inside_it() -> None:
     assert a is not None and a.agrees and a.heldout_winner == "t2"  # t2 leads, but inside t1's noise
     line = evalstats.agreement_line(a)
     assert "cannot tell" in line and "`t2` ▲" in line and "better beyond noise" in line
+
+
+def test_final_levels_within_the_noise_are_a_tie() -> None:
+    import random
+
+    from sweeper.report.evidence import final_gap_sd
+
+    rng = random.Random(0)
+    a = [1.0 + rng.gauss(0, 0.5) for _ in range(30)]
+    b = [0.9 + rng.gauss(0, 0.5) for _ in range(30)]
+    sd = final_gap_sd(a, b)
+    assert sd is not None and 0.2 < sd < 0.5  # two 5-value means of noise 0.5: sqrt(2/5) * 0.5 = 0.32
+    assert final_gap_sd(a[:4], b) is None  # too short to estimate a curve's noise

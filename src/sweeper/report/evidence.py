@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "final_gap_sd",
     "DEGENERATE_DISTINCT2_DROP",
     "DEGENERATE_REPEAT",
     "Rate",
@@ -113,3 +114,14 @@ def degeneration(trial: dict[str, Any] | None, base: dict[str, Any] | None) -> s
     if not reasons:
         return None
     return "degenerate samples: " + ", ".join(reasons)
+
+
+def final_gap_sd(a: list[float], b: list[float], window: int = 5) -> float | None:
+    """The standard error of the difference between two curves' final levels (mean of the last ``window``
+    values each), from each curve's own noise (sweeper.prune.gate.curve_noise); None when either is too short."""
+    from sweeper.prune.gate import curve_noise
+
+    na, nb = curve_noise(a), curve_noise(b)
+    if na is None or nb is None:
+        return None
+    return math.sqrt(na**2 / min(window, len(a)) + nb**2 / min(window, len(b)))

@@ -149,6 +149,9 @@ def verdict(sweep: SweepRecord, best: TrialRecord | None, metric: str, goal: str
         line += " (the only completed trial)."
     lines = [line]
     warnings = verdict_warnings(best, value, second_value)
+    tie = noise_tie(best, second, metric)
+    if tie:
+        warnings.append(tie)
     degenerate = degenerate_flag(best.evaluation, base_of(sweep, best.evaluation))
     if degenerate:
         warnings.append(f"{degenerate}: its greedy answers loop where the base's do not (see samples.md); a higher "
@@ -164,6 +167,26 @@ def verdict(sweep: SweepRecord, best: TrialRecord | None, metric: str, goal: str
     if best.adapter is not None:
         lines += ["", f"Adapter: `{adapter_path(sweep, best)}` (from the directory the sweep was launched in)"]
     return lines
+
+
+def noise_tie(best: TrialRecord, second: TrialRecord | None, metric: str) -> str | None:
+    """A warning when the runner-up's final level is within two standard errors of the winner's (the noise of
+    their own curves), or None."""
+    from sweeper.report.evidence import final_gap_sd
+
+    if second is None:
+        return None
+    a = [float(r[metric]) for r in best.curve if isinstance(r.get(metric), int | float)]
+    b = [float(r[metric]) for r in second.curve if isinstance(r.get(metric), int | float)]
+    sd = final_gap_sd(a, b)
+    if sd is None or not a or not b:
+        return None
+    gap = abs(sum(a[-5:]) / len(a[-5:]) - sum(b[-5:]) / len(b[-5:]))
+    if gap > 2 * sd:
+        return None
+    return (f"the runner-up `{second.trial_id}` is within the noise: their final levels (mean of the last 5 logged "
+            f"values) differ by {fmt(gap)}, under 2 standard errors ({fmt(2 * sd)}) of their own curves' noise: "
+            "treat the two as a tie.")  # fmt: skip
 
 
 def adapter_path(sweep: SweepRecord, trial: TrialRecord) -> str:
