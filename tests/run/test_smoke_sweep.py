@@ -84,7 +84,8 @@ def test_held_out_evaluation_backs_the_winner(smoke_run: tuple[Path, str]) -> No
 def test_report_regenerated_from_trials_matches_what_launch_wrote(smoke_run: tuple[Path, str]) -> None:
     work, _ = smoke_run
     launched = (work / "reports" / "smoke.md").read_text()
-    for name in DRAWN:  # launch drew every plot it references
+    drawn = [n for n in DRAWN if n != "accuracies" or "`rewards/accuracies` is" not in launched]  # flat: in words
+    for name in drawn:  # launch drew every plot it references
         assert (work / "reports" / "smoke" / f"{name}.png").is_file()
         assert f"![{name}](smoke/{name}.png)" in launched
     assert (work / "trials" / "smoke" / "trials.csv").is_file()
@@ -96,4 +97,4 @@ def test_report_regenerated_from_trials_matches_what_launch_wrote(smoke_run: tup
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert (work / "again" / "smoke.md").read_text() == launched
-    assert sorted(p.name for p in (work / "again" / "smoke").iterdir()) == sorted(f"{n}.png" for n in DRAWN)
+    assert sorted(p.name for p in (work / "again" / "smoke").iterdir()) == sorted(f"{n}.png" for n in drawn)

@@ -51,8 +51,10 @@ def render_report(sweep: SweepRecord, plots: Sequence[str] = ()) -> str:
         lines += ["", "## Sensitivity", "", *sens]
         if "slices" in plots:
             lines += ["", f"![slices]({sweep.name}/slices.png)"]
-    if plots:
-        lines += ["", "## Plots", "", *plot_lines(sweep, plots)]
+    flats = flat_lines(sweep)
+    if plots or flats:
+        body = [*plot_lines(sweep, plots), *flats]
+        lines += ["", "## Plots", "", *(body[1:] if body and body[0] == "" else body)]
     lines += ["", "## Compute", "", *compute_lines(sweep)]
     failed = [t for t in sweep.trials if t.status in ("oom", "error", "unfinished")]
     if failed:
@@ -289,6 +291,20 @@ def plot_lines(sweep: SweepRecord, plots: Sequence[str]) -> list[str]:
             continue
         lines += [f"![{name}]({sweep.name}/{name}.png)", "", f"*{PLOTS.get(name, name)}*", ""]
     return lines[:-1]
+
+
+def flat_lines(sweep: SweepRecord) -> list[str]:
+    """The curves not drawn because they settle on one value in every trial, said in words."""
+    from sweeper.report.plots import flat_value
+
+    out = []
+    for metric in ("rewards/margins", "rewards/accuracies", "eval_rewards/accuracies"):
+        flat = flat_value(sweep, metric)
+        if flat is not None:
+            out += ["", f"`{metric}` is {fmt(flat[0])} in every trial from {fmt(flat[1])} examples seen on at the "
+                    "latest: not drawn, it cannot tell the trials apart (compare them on margins or held-out "
+                    "evaluation)."]  # fmt: skip
+    return out
 
 
 def compute_lines(sweep: SweepRecord) -> list[str]:

@@ -15,10 +15,14 @@ from sweeper.report.summary import MARGINS, batch_of, learning_rate_of, metric_o
 
 # name -> what it shows (the report's caption); the order of the report's "Plots" section
 PLOTS = {
-    "margins": "`rewards/margins` against examples seen; × marks where a trial was pruned, ■ where it failed",
-    "accuracies": "`rewards/accuracies` against examples seen",
-    "eval_margins": "held-out `eval_rewards/margins` (TRL's evaluation every `eval_steps`) against examples seen",
-    "memory": "peak memory against per-device batch: measured (●), predicted (○), out of memory (×)",
+    "margins": "`rewards/margins` against examples seen, one panel per value of a swept parameter, coloured by "
+    "another (the learning rate where swept); the winner bold; × marks where a trial was pruned (faded), ■ where "
+    "it failed",
+    "accuracies": "`rewards/accuracies` against examples seen, panels and colours as above",
+    "eval_margins": "held-out `eval_rewards/margins` (TRL's evaluation every `eval_steps`) against examples seen, "
+    "panels and colours as above",
+    "memory": "peak memory against per-device batch: on GPUs measured (●, CUDA reserved) and predicted (○); on "
+    "CPUs the measured RSS only (GPU predictions are in the trials table); out of memory (×)",
     "lr_batch": "final value of the sweep's metric by learning rate and effective batch",
     "slices": "final value of the sweep's metric against each swept parameter (completed trials), coloured by "
     "another swept parameter: how sensitive the sweep is to each",
@@ -42,6 +46,11 @@ def write_plots(sweep: SweepRecord, out_dir: Path) -> list[str]:
         "lr_batch": lambda ax: _heatmap(ax, sweep),
     }
     drawn = []
+    for name, metric in (("margins", MARGINS), ("accuracies", "rewards/accuracies"),
+                         ("eval_margins", "eval_rewards/margins")):  # fmt: skip
+        drawers.pop(name)
+        if flat_value(sweep, metric) is None and _faceted_curves(plt, sweep, metric, out_dir / f"{name}.png"):
+            drawn.append(name)
     if _slices(plt, sweep, out_dir / "slices.png"):
         drawn.append("slices")
     for name, draw in drawers.items():
@@ -89,19 +98,24 @@ def _memory(ax: Any, sweep: SweepRecord) -> bool:
             predicted.append((batch, t.value(PREDICTED_PEAK_GB)))
         oom += [a["per_device_train_batch_size"] for a in t.attempts
                 if a.get("status") == "oom" and a.get("per_device_train_batch_size") is not None]  # fmt: skip
+    on_gpu = _on_gpu(sweep)
+    if not on_gpu:
+        predicted = []  # a GPU prediction never shares an axis with CPU RSS (the trials table keeps both apart)
     if not measured and not predicted:
         return False
     if measured:
-        ax.scatter(*zip(*measured, strict=True), label="measured peak", zorder=3)
+        what = "measured GPU peak (CUDA reserved)" if on_gpu else "measured CPU peak RSS"
+        ax.scatter(*zip(*measured, strict=True), label=what, zorder=3)
     if predicted:
-        ax.scatter(*zip(*predicted, strict=True), facecolors="none", edgecolors="C1", label="predicted", zorder=3)
+        ax.scatter(*zip(*predicted, strict=True), facecolors="none", edgecolors="C1", label="predicted GPU peak",
+                   zorder=3)  # fmt: skip
     if oom:
         top = max(y for _, y in [*measured, *predicted])
         ax.scatter(oom, [top * 1.05] * len(oom), marker="x", color="C3", s=60, label="out of memory", zorder=3)
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(matplotlib_ticker().ScalarFormatter())
     ax.set_xlabel("per-device batch")
-    ax.set_ylabel("GiB (" + ("CUDA reserved" if _on_gpu(sweep) else "RSS") + ")")
+    ax.set_ylabel("GPU memory, GiB" if on_gpu else "CPU memory (RSS), GiB")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return True
@@ -131,6 +145,90 @@ def _heatmap(ax: Any, sweep: SweepRecord) -> bool:
     ax.set_xlabel("learning rate")
     ax.set_ylabel("effective batch")
     ax.figure.colorbar(image, ax=ax, label=f"final {metric}")
+    return True
+
+
+def flat_value(sweep: SweepRecord, metric: str) -> tuple[float, float] | None:
+    """(value, examples) when a metric settles on one value in every trial within the first quarter of its logged
+    rows and stays there (train accuracies pinned at 1.0 after a few steps): such curves say nothing drawn, the
+    report says it in words. ``examples`` is the latest point at which a trial reached it."""
+    settled: set[float] = set()
+    reached = 0.0
+    for t in sweep.trials:
+        pts = curve_points(t, metric)
+        if len(pts) < 4:
+            continue
+        last = round(pts[-1][1], 9)
+        start = len(pts)
+        while start > 0 and round(pts[start - 1][1], 9) == last:
+            start -= 1
+        if start > len(pts) // 4:
+            return None
+        settled.add(last)
+        reached = max(reached, pts[start][0])
+    return (next(iter(settled)), reached) if len(settled) == 1 else None
+
+
+def _ordered(values: Any) -> list[Any]:
+    return sorted(set(values), key=lambda v: (str(type(v)), v))
+
+
+def _faceted_curves(plt: Any, sweep: SweepRecord, metric: str, path: Path) -> bool:
+    """Curves against examples seen that read at 4 and at 100 trials: one panel per value of a swept parameter
+    (the one with the fewest values, other than the colour's), coloured on an ordered scale by the learning rate
+    (else the first swept parameter), the winner bold and labelled, stopped trials faded with a mark where they
+    stopped, one legend entry per colour, outside the panels."""
+    from sweeper.records.store import best_trial
+
+    trials = [(t, curve_points(t, metric)) for t in sweep.trials]
+    trials = [(t, pts) for t, pts in trials if pts]
+    if not trials:
+        return False
+    swept = [n for n in sweep.meta.get("swept", []) if n]
+    colour = "learning_rate" if "learning_rate" in swept else (swept[0] if swept else None)
+    others = [n for n in swept if n != colour]
+    facet = min(others, key=lambda n: len({t.params.get(n) for t, _ in trials})) if others else None
+    panels = _ordered(t.params.get(facet) for t, _ in trials) if facet else [None]
+    shades = _ordered(t.params.get(colour) for t, _ in trials) if colour else [None]
+    cmap = plt.get_cmap("viridis", max(len(shades), 2))
+    sweep_metric, goal = metric_of(sweep)
+    best = best_trial(sweep, sweep_metric, goal)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels) + 2.4, 3.6), dpi=100, squeeze=False,
+                             sharey=True)  # fmt: skip
+    try:
+        for ax, value in zip(axes[0], panels, strict=True):
+            for t, pts in trials:
+                if facet and t.params.get(facet) != value:
+                    continue
+                xs, ys = zip(*pts, strict=True)
+                c = cmap(shades.index(t.params.get(colour))) if colour else "C0"
+                winner = best is not None and t.trial_id == best.trial_id
+                stopped = t.status != "completed"
+                ax.plot(xs, ys, color="black" if winner else c, linewidth=2.6 if winner else 1.1,
+                        alpha=0.35 if stopped else 1.0, zorder=4 if winner else 2)  # fmt: skip
+                end = stop_point(t, metric, pts)
+                if end is not None:
+                    ax.plot(*end, marker=STATUS_MARKS[t.status], markersize=8, color=c, linestyle="none", zorder=3)
+                if winner:
+                    ax.annotate("★ winner", xy=(xs[-1], ys[-1]), xytext=(-4, 6), textcoords="offset points",
+                                ha="right", fontsize=8, fontweight="bold")  # fmt: skip
+            ax.set_title(f"{facet}={value:g}" if isinstance(value, float) else f"{facet}={value}" if facet else "",
+                         fontsize=9)  # fmt: skip
+            ax.set_xlabel("examples seen")
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel(metric)
+        if colour:
+            handles = [plt.Line2D([], [], color=cmap(i), linewidth=2) for i in range(len(shades))]
+            labels = [f"{colour}={v:g}" if isinstance(v, float) else f"{colour}={v}" for v in shades]
+            handles.append(plt.Line2D([], [], color="black", linewidth=2.6))
+            labels.append("winner")
+            fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
+            fig.tight_layout(rect=(0, 0, 0.8, 1))
+        else:
+            fig.tight_layout()
+        fig.savefig(path, metadata={"Software": None})
+    finally:
+        plt.close(fig)
     return True
 
 
