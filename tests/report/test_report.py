@@ -167,18 +167,25 @@ def test_report_names_best_and_its_warnings(sweep_dir: Path) -> None:
 
 def test_report_table_has_one_row_per_trial_with_derived_columns(sweep_dir: Path) -> None:
     sweep = load_sweep(sweep_dir)
-    table = render_report(sweep).split("## Trials")[1].split("## ")[0]
-    rows = [ln for ln in table.splitlines() if ln.startswith("| `")]
+    text = render_report(sweep)
+    summary = text.split("## Trials")[1].split("## ")[0]
+    rows = [ln for ln in summary.splitlines() if ln.startswith("| `")]
     assert len(rows) == len(sweep.trials) == 6
-    head = table.splitlines()[2]
-    assert head.startswith("| trial | learning_rate | gradient_accumulation_steps | effective batch | status |")
+    head = summary.splitlines()[2]
+    assert head == "| trial | learning_rate | gradient_accumulation_steps | status | margins final | guard | GPU-h | " \
+                   "peak memory |"  # fmt: skip
+    assert len(head.split("|")) - 2 <= 10  # a summary that reads at a glance
+    assert "| pruned at 16 ex |" in next(r for r in rows if "aaaaa_00003" in r)
+    assert "completed (2 attempts)" in next(r for r in rows if "aaaaa_00001" in r)
+    assert "⚠ flagged" in next(r for r in rows if "aaaaa_00001" in r)
+    details = text.split("## Details")[1]
+    full = [ln for ln in details.splitlines() if ln.startswith("| trial |")][0]
     for column in ("stopped at (examples)", "margins final", "margins best", "logps/rejected final", "GPU-h",
-                   "$ at 2/h", "peak memory", "predicted GPU peak", "guard"):  # fmt: skip
-        assert f"| {column} |" in head
-    pruned = next(r for r in rows if "aaaaa_00003" in r)
-    assert "| pruned | 16 |" in pruned  # stopped at 16 examples seen
-    best = next(r for r in rows if "aaaaa_00001" in r)
-    assert "completed (2 attempts)" in best and "| 8 |" in best  # effective batch unchanged by the retry
+                   "$ at 2/h", "peak memory", "predicted GPU peak", "guard", "effective batch"):  # fmt: skip
+        assert f"| {column} |" in full
+    detail_rows = [ln for ln in details.splitlines() if ln.startswith("| `")]
+    assert "| pruned | 16 |" in next(r for r in detail_rows if "aaaaa_00003" in r)  # stopped at 16 examples seen
+    assert "| 8 |" in next(r for r in detail_rows if "aaaaa_00001" in r)  # effective batch unchanged by the retry
     assert "21.5 / 25.4 GiB alloc/res" in next(r for r in rows if "aaaaa_00005" in r)
 
 

@@ -43,7 +43,7 @@ def render_report(sweep: SweepRecord, plots: Sequence[str] = ()) -> str:
     best = best_trial(sweep, metric, goal)
     lines = [f"# Sweep report: {sweep.name}", "", *header(sweep)]
     lines += ["", "## Verdict", "", *verdict(sweep, best, metric, goal)]
-    lines += ["", "## Trials", "", *trials_table(sweep, best)]
+    lines += ["", "## Trials", "", *summary_table(sweep, best)]
     if has_evaluation(sweep):
         lines += ["", "## Held-out evaluation", "", *heldout_section(sweep, best)]
     sens = sensitivity_lines(sensitivity(sweep, metric, goal), metric)
@@ -59,6 +59,9 @@ def render_report(sweep: SweepRecord, plots: Sequence[str] = ()) -> str:
     failed = [t for t in sweep.trials if t.status in ("oom", "error", "unfinished")]
     if failed:
         lines += ["", "## Failures", "", *[failure_line(t) for t in failed]]
+    lines += ["", "## Details", "", "Every column of the trials (also in `trials.csv` / `trials.parquet` beside the "
+              "records):", "", "<details><summary>all columns</summary>", "", *trials_table(sweep, best), "",
+              "</details>"]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -236,6 +239,37 @@ def beta_warning(best: TrialRecord, per_beta: tuple[TrialRecord, float] | None, 
     return (text + f" Divided by beta, `{leader.trial_id}` (beta={fmt(leader.params['beta'])}) leads with "
             f"{fmt(scaled)} against {fmt(own)}; compare trials of equal beta, or on rewards/accuracies or the "
             "held-out preference rate (`evaluation:`).")  # fmt: skip
+
+
+def summary_table(sweep: SweepRecord, best: TrialRecord | None) -> list[str]:
+    """At most ~10 columns: trial, swept values, status, the metric's final value, held-out rate, guard,
+    GPU-hours (CPU-hours without GPUs), peak memory. Everything else is in the Details section."""
+    metric, _ = metric_of(sweep)
+    rows = trial_rows(sweep)
+    acct = accounting(sweep)
+    swept = list(sweep.meta.get("swept", []))
+    columns: list[tuple[str, Any]] = [(n, lambda r, n=n: fmt(r[n])) for n in swept]
+    columns += [
+        (
+            "status",
+            lambda r: (
+                r["status"]
+                + (f" at {fmt(r['stopped_examples'])} ex" if r["status"] == "pruned" else "")
+                + (f" ({r['attempts']} attempts)" if r["attempts"] > 1 else "")
+            ),
+        ),
+        (f"{SHORT.get(metric, metric)} final", lambda r: fmt(r[metric]) if metric in r else "-"),
+    ]
+    if any(r.get("heldout_pref_rate") is not None for r in rows):
+        columns.append(("held-out pref rate", lambda r: "-" if r.get("heldout_pref_rate") is None
+                        else f"{r['heldout_pref_rate']:.0%}"))  # fmt: skip
+    if any(r["guard"] for r in rows):
+        columns.append(("guard", lambda r: "ok" if (r["guard"] or "ok") == "ok" else "⚠ flagged"))
+    columns += [(f"{acct.unit}-h", lambda r: fmt(r[f"{acct.unit.lower()}_hours"])), ("peak memory", memory_cell)]
+    head = ["trial", *[c[0] for c in columns]]
+    cells = [[f"`{t.trial_id}`{' ★' if t is best else ''}", *[fn(r) for _, fn in columns]]
+             for t, r in zip(sweep.trials, rows, strict=True)]  # fmt: skip
+    return table(head, cells)
 
 
 def trials_table(sweep: SweepRecord, best: TrialRecord | None) -> list[str]:
