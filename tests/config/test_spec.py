@@ -257,3 +257,25 @@ def test_the_dry_run_gives_token_lengths_when_the_tokenizer_is_local(
         "  token lengths: the tokenizer of sweeper-tests/not-cached is not on this machine (nothing is downloaded "
         "by a dry run); the memory prediction assumes every sequence at max_length 1024"
     ) in capsys.readouterr().out
+
+
+def test_the_pruner_reads_the_held_out_metric_when_trials_evaluate(capsys: pytest.CaptureFixture[str],
+                                                                    tmp_path: Path) -> None:  # fmt: skip
+    from sweeper.plan import pruning_metric
+
+    et = {"type": "optuna", "pruner": "peer"}
+    assert pruning_metric(parse_spec({**BASE, "early_terminate": et})) == "rewards/margins"
+    evaluating = parse_spec({**BASE, "early_terminate": et, "training": {"eval_steps": 4}})
+    assert pruning_metric(evaluating) == "eval_rewards/margins"
+    chosen = parse_spec({**BASE, "early_terminate": {**et, "metric": "rewards/margins"}, "training": {"eval_steps": 4}})
+    assert pruning_metric(chosen) == "rewards/margins"  # early_terminate.metric insists
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: t\nmodel: {name_or_path: builtin:tiny-mistral}\ndata: {path: builtin:synthetic}\n"
+                    "early_terminate: {type: optuna, pruner: peer}\ntraining: {max_steps: 12}\n")  # fmt: skip
+    assert main(["launch", str(spec), "--dry-run"]) == 0
+    assert "tip: set training.eval_steps to prune on held-out eval_rewards/margins" in capsys.readouterr().out
+    spec.write_text(spec.read_text().replace("max_steps: 12", "max_steps: 12, eval_steps: 4"))
+    assert main(["launch", str(spec), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "sweeper peer on eval_rewards/margins (held-out, every eval_steps)" in out
+    assert "held-out evaluation in training: 26 rows x 3 evaluation(s) per trial = 78 pairs scored" in out

@@ -19,7 +19,7 @@ PRUNER_ARGS: dict[str, frozenset[str]] = {
 }
 
 
-OWN_KEYS = frozenset({"type", "pruner", "step_unit", "smoothing", "guard", "warmup_fraction"})
+OWN_KEYS = frozenset({"type", "pruner", "step_unit", "smoothing", "guard", "warmup_fraction", "metric"})
 
 
 WANDB_KEYS = frozenset({"type", "min_iter", "max_iter", "eta", "s", "strict"})

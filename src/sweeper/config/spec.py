@@ -385,6 +385,9 @@ class EarlyTerminate(BaseModel):
     guard: Literal["off", "flag", "prune"] = "flag"
     # Default warm-up (no decision before this fraction of the shortest trial): first margins are exactly 0.
     warmup_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    # The metric the pruner reads; None = the held-out eval_ version of the sweep's metric when training.eval_steps
+    # is set (less noisy than train margins at small batches), else the sweep's metric.
+    metric: str | None = None
 
     @model_validator(mode="after")
     def _known_arguments(self) -> EarlyTerminate:

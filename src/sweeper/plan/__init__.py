@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sweeper.plan.budget import Budget, budget_of, common_grid
 from sweeper.plan.compile import SweepPlan, TrialPlan, compile_plan, reference_group, sweep_budget
-from sweeper.plan.pruning import GateSettings, from_wandb, gate_settings, never_prunes
+from sweeper.plan.pruning import GateSettings, from_wandb, gate_settings, never_prunes, pruning_metric
 from sweeper.plan.settings import (
     TrialSettings,
     effective_batch,
@@ -34,6 +34,7 @@ __all__ = [
     "expand",
     "from_wandb",
     "never_prunes",
+    "pruning_metric",
     "gate_settings",
     "halve",
     "label",

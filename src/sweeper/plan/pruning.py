@@ -82,3 +82,21 @@ def never_prunes(spec: Spec, budget: Budget) -> str | None:
     return (f"WARNING: early_terminate: hyperband's first rung comes after {first // budget.grid} logged results, "
             f"but the longest trial logs only {results}: nothing can be pruned; lower min_iter "
             "(or max_iter/s)")  # fmt: skip
+
+
+def pruning_metric(spec: Spec) -> str:
+    """What the pruner reads: ``early_terminate.metric``, else the held-out ``eval_`` version of the sweep's metric
+    when the trials evaluate (``training.eval_steps``), else the sweep's metric."""
+    et = spec.early_terminate
+    if et is not None and et.metric:
+        return et.metric
+    name = spec.metric.name
+    if spec.training.eval_steps is not None and not name.startswith("eval_") and f"eval_{name}" in _eval_names():
+        return f"eval_{name}"
+    return name
+
+
+def _eval_names() -> frozenset[str]:
+    from sweeper.config.metricnames import KNOWN_METRICS
+
+    return KNOWN_METRICS

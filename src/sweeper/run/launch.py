@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from sweeper.config.spec import Spec, load_spec, spec_hash
 from sweeper.errors import SweeperError, TrialsError
-from sweeper.plan import estimate, never_prunes, preflight
+from sweeper.plan import estimate, never_prunes, preflight, pruning_metric
 from sweeper.plan.compile import SweepPlan, compile_plan
 from sweeper.plan.space import n_trials, swept_names
 from sweeper.records.schema import SweepMeta
@@ -71,12 +71,19 @@ def describe(spec: Spec, spec_path: Path) -> list[str]:
     ]
     et = spec.early_terminate
     if et is not None:
-        pruner = "W&B hyperband (as Optuna's HyperbandPruner)" if et.type == "hyperband" else f"Optuna {et.pruner}"
-        lines.append(f"  early_terminate: {pruner} on {spec.metric.name} per {et.step_unit} seen, "
+        pruner = (
+            "W&B hyperband (as Optuna's HyperbandPruner)"
+            if et.type == "hyperband"
+            else ("sweeper peer" if et.pruner == "peer" else f"Optuna {et.pruner}")
+        )
+        on = pruning_metric(spec)
+        held = " (held-out, every eval_steps)" if on.startswith("eval_") else ""
+        lines.append(f"  early_terminate: {pruner} on {on}{held} per {et.step_unit} seen, "
                      f"margin-hacking guard: {et.guard}")  # fmt: skip
-        if spec.training.eval_steps and not spec.metric.name.startswith("eval_"):
-            lines.append(f"  tip: evaluation runs every {spec.training.eval_steps} steps; pruning on held-out "
-                         f"eval_{spec.metric.name} is less noisy than on train {spec.metric.name}")  # fmt: skip
+        if spec.training.eval_steps is None and not on.startswith("eval_"):
+            lines.append(f"  tip: set training.eval_steps to prune on held-out eval_{on}: train margins at "
+                         f"per-device batch {spec.training.per_device_train_batch_size} jump from step to step; it "
+                         "costs one pass over the held-out rows per evaluation (the dry run counts it)")  # fmt: skip
     if "beta" in swept_names(spec) and beta_scaled(spec.metric.name):
         lines.append(f"  tip: beta is swept and {spec.metric.name} is beta × a log-ratio: trials of different beta "
                      f"are not comparable on it (the report also ranks them by {spec.metric.name} ÷ beta)")  # fmt: skip
@@ -101,6 +108,12 @@ def data_lines(spec: Spec) -> tuple[list[str], int | None]:
     from sweeper.train.prepare import dry_run_lengths
 
     lines = [f"  data: {report.summary()}; format {report.format} ({how})", *dry_run_lengths(spec, rows, report.format)]
+    steps = spec.training.max_steps
+    if spec.training.eval_steps and n_test and steps > 0:
+        evals = steps // spec.training.eval_steps
+        lines.append(f"  held-out evaluation in training: {n_test} rows x {evals} evaluation(s) per trial = "
+                     f"{n_test * evals} pairs scored (policy and reference, chosen and rejected: ~4 forward passes "
+                     "each)")  # fmt: skip
     return lines, max(0, n - n_test)
 
 

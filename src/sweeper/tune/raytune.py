@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.plan.compile import SweepPlan
+from sweeper.plan.pruning import pruning_metric
 from sweeper.plan.space import label, swept_names
 from sweeper.prune.study import build_gate, fixed_params, follow, forget_gate, optuna_distributions
 from sweeper.records.metrics import DONE, EXAMPLES_SEEN, GUARD, NODE_ID, NODE_IP, OOM, TOKENS_SEEN
@@ -73,7 +74,7 @@ def pruning_scheduler(plan: SweepPlan, step_key: str, pruner_name: str, experime
 
     spec, gate = plan.spec, plan.gate
     assert gate is not None, "pruning needs the plan's gate settings: compile the plan with n_train and storage"
-    metric = spec.metric.name
+    metric = pruning_metric(spec)  # the held-out eval_ metric when the trials evaluate
     guard_mode = spec.early_terminate.guard if spec.early_terminate else "off"
 
     class OptunaPruningScheduler(FIFOScheduler):
