@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.config.spec import Spec
+from sweeper.errors import TrialsError
 from sweeper.plan.budget import Budget
 from sweeper.prune.replay import (
     Curve,
@@ -64,6 +65,21 @@ def recorded_sweeps() -> list[tuple[str, list[Curve], Budget, str]]:
         _, budget, _ = sweep_config(spec, sweep.meta)
         out.append((f"{folder.name} ({len(sweep.trials)} trials)", curves_from_sweep(sweep, spec.metric.name),
                     budget, spec.metric.goal))  # fmt: skip
+        held = curves_from_sweep(sweep, "eval_rewards/margins")
+        if len(held) > 1:  # trials that evaluated during training: the held-out curve, what a pruner would read
+            out.append((f"{folder.name} (eval margins)", held, budget, "maximize"))
+    groups: dict[str, list[Curve]] = {}
+    if (SHARED / "collected" / "index.json").is_file():  # public runs of one family: repeat groups, an lr x beta pair
+        for row in json.loads((SHARED / "collected" / "index.json").read_text()):
+            path = SHARED / "collected" / f"{row['run_id']}.json"
+            if row.get("group", "single") != "single" and path.is_file():
+                try:
+                    groups.setdefault(row["group"], []).append(curves_from_log_history(path, "rewards/margins"))
+                except TrialsError:
+                    continue
+    for name, curves in sorted(groups.items()):
+        if len(curves) > 1:
+            out.append((f"{name[:28]} ({len(curves)} runs)", curves, budget_of(curves), "maximize"))
     if (SHARED / "log_history").is_dir():
         index = {r.get("run_id"): r for r in json.loads((SHARED / "runs_index.json").read_text())}
         curves = []
@@ -104,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
             order = list(range(len(curves)))
             rng.shuffle(order)
             orders.append(order)
+        winner = max(curves, key=lambda c: (c.final if c.final is not None else float("-inf"))
+                     * (1 if direction == "maximize" else -1))  # fmt: skip
+        floor = winner.total / sum(c.total for c in curves)
+        print(f"{sweep_name:40} {'oracle (only the winner runs)':30} {'1-2':>4} {floor:>8.2f} {1.0:>6.2f} {0.0:>7.3f}")
         for pruner, config in PRUNERS.items():
             for concurrency in (1, 2):
                 s = score(curves, pruner, config, budget, direction, concurrency, orders)
