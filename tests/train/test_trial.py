@@ -81,3 +81,24 @@ def test_the_final_result_keeps_the_last_train_metric_when_an_evaluation_came_la
     forward.on_log(None, State(), None, logs={"eval_loss": 0.65, "eval_rewards/margins": 0.3})
     assert "rewards/margins" not in sent[-1]  # the eval result itself is as TRL logged it
     assert forward.last["rewards/margins"] == 0.4 and forward.last["eval_rewards/margins"] == 0.3
+
+
+def test_early_stopping_ends_a_trial_that_stops_improving_and_keeps_its_best_checkpoint() -> None:
+    # greater_is_better: false on eval margins that rise: every evaluation after the first is "worse", so with
+    # patience 2 the trial must end at the third evaluation and keep the checkpoint of the first
+    spec = parse_spec({
+        "name": "t", "model": {"name_or_path": "builtin:tiny-mistral", "quantization": "none",
+                               "lora": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0}},
+        "data": {"path": "builtin:synthetic", "max_length": 96},
+        "training": {"per_device_train_batch_size": 4, "max_steps": 40, "learning_rate": 3e-3, "logging_steps": 1,
+                     "eval_steps": 2, "warmup_steps": 0, "early_stopping_patience": 2,
+                     "greater_is_better": False},
+    })  # fmt: skip
+    data = rows(48)
+    reports: list[dict[str, Any]] = []
+    final = run_trial(TrialJob(resolve(spec, {}), data[:40], data[40:]), lambda m, c: reports.append(m))
+    evals = [m for m in reports if "eval_rewards/margins" in m and "sweeper/done" not in m]
+    assert [m["sweeper/step"] for m in evals] == [2, 4, 6]
+    assert evals[0]["eval_rewards/margins"] < evals[1]["eval_rewards/margins"] < evals[2]["eval_rewards/margins"]
+    assert final["sweeper/step"] == 6 < 40  # ended early
+    assert final["sweeper/best_step"] == 2 and final["sweeper/best_metric"] == evals[0]["eval_rewards/margins"]

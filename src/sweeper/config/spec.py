@@ -131,6 +131,13 @@ class TrainingSection(_Section):
     # Evaluate on the held-out split every N steps (adds eval_* metrics); None = no evaluation.
     eval_steps: Annotated[int, Field(gt=0)] | None = None
     gradient_checkpointing: bool = True
+    # Early stopping on held-out evaluation (transformers' EarlyStoppingCallback): a trial, the leader included,
+    # ends after this many evaluations without improving metric_for_best_model by early_stopping_threshold, and
+    # keeps its best checkpoint (load_best_model_at_end). Needs eval_steps. None = off.
+    early_stopping_patience: Annotated[int, Field(gt=0)] | None = None
+    early_stopping_threshold: Annotated[float, Field(ge=0)] = 0.0
+    metric_for_best_model: str = "eval_rewards/margins"
+    greater_is_better: bool = True
     # None = bf16 where the GPU supports it, fp32 on CPU.
     bf16: bool | None = None
     seed: int = 42
@@ -494,6 +501,9 @@ class Spec(_Section):
                     f"parameters.{name}: method 'grid' needs 'values: [...]'; "
                     "use method 'random' or 'bayes' for distributions"
                 )
+        if self.training.early_stopping_patience is not None and self.training.eval_steps is None:
+            raise ValueError("training.early_stopping_patience: early stopping reads held-out evaluations: set "
+                             "training.eval_steps too")  # fmt: skip
         if self.metric.name.startswith("eval_") and self.training.eval_steps is None:
             raise ValueError(
                 f"metric.name: '{self.metric.name}' is an evaluation metric but evaluation is off: "

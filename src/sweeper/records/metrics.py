@@ -9,6 +9,8 @@ from __future__ import annotations
 PREFIX = "sweeper/"
 
 ATTEMPT = "sweeper/attempt"  # the attempt number (OOM retries count up)
+BEST_METRIC = "sweeper/best_metric"  # early stopping: metric_for_best_model at the kept checkpoint
+BEST_STEP = "sweeper/best_step"  # early stopping: the optimizer step of the kept (best) checkpoint
 CUDA_MAX_ALLOCATED_MB = "sweeper/cuda_max_allocated_mb"
 CUDA_MAX_RESERVED_MB = "sweeper/cuda_max_reserved_mb"
 DEVICE = "sweeper/device"

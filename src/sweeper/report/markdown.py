@@ -12,7 +12,7 @@ from typing import Any
 
 from sweeper.errors import last_line
 from sweeper.records.files import write_text_atomic
-from sweeper.records.metrics import GPU_NAME, STEP
+from sweeper.records.metrics import BEST_METRIC, BEST_STEP, EXAMPLES_SEEN, GPU_NAME, STEP
 from sweeper.records.store import STATUSES, SweepRecord, TrialRecord, best_trial
 from sweeper.report.evalstats import base_of, degenerate_flag, has_evaluation, heldout_section, verdict_line
 from sweeper.report.sensitivity import sensitivity, sensitivity_lines
@@ -360,10 +360,42 @@ def compute_lines(sweep: SweepRecord) -> list[str]:
                      f" the end would have taken {fmt(c.full_h)} {unit}; pruning saved {share:.0%}.")  # fmt: skip
     else:
         lines.append("- Saved by pruning: nothing, no trial was pruned.")
+    lines += peak_lines(sweep)
     ooms = sum(1 for t in sweep.trials for a in t.attempts if a.get("status") == "oom")
     if ooms:
         lines.append(f"- Out-of-memory attempts: {ooms} (each retried with a smaller per-device batch, or given up).")
     return lines
+
+
+def peak_lines(sweep: SweepRecord, metric: str = "eval_rewards/margins") -> list[str]:
+    """Where each evaluated trial peaked on the held-out metric, and what stopping every trial there would have
+    saved (direct alignment methods often over-optimize well before the end); trials that early stopping
+    ended are named with the checkpoint they kept."""
+    peaks, after, total = [], 0, 0
+    for t in sweep.trials:
+        pts = [(int(r[EXAMPLES_SEEN]), float(r[metric])) for r in t.curve
+               if isinstance(r.get(metric), int | float) and isinstance(r.get(EXAMPLES_SEEN), int | float)]  # fmt: skip
+        pts = sorted(dict(pts).items())
+        if len(pts) < 3:
+            continue
+        at, value = max(pts, key=lambda p: p[1])
+        end = pts[-1][0]
+        peaks.append((t, at, value, end))
+        after += end - at
+        total += end
+    if not peaks:
+        return []
+    early = [t for t in sweep.trials if t.value(BEST_STEP) is not None]
+    lines = [f"- Held-out peaks (`{metric}`): {len([p for p in peaks if p[1] < p[3]])} of {len(peaks)} evaluated "
+             f"trial(s) peaked before their last evaluation; stopping each at its peak would have saved {after} of "
+             f"{total} examples ({after / total:.0%})." if total else ""]  # fmt: skip
+    for t, at, value, end in peaks:
+        if at < end:
+            lines.append(f"  - `{t.trial_id}`: peaked at {at} examples ({fmt(value)}), ran to {end}")
+    for t in early:
+        lines.append(f"- `{t.trial_id}` ended early (early_stopping_patience) at step {fmt(t.value(STEP))} and kept "
+                     f"its step-{fmt(t.value(BEST_STEP))} checkpoint ({fmt(t.value(BEST_METRIC))}).")  # fmt: skip
+    return [ln for ln in lines if ln]
 
 
 def failure_line(t: TrialRecord) -> str:

@@ -118,6 +118,12 @@ def dpo_config(training: TrainingSection, data: DataSection, output_dir: str, bf
     from trl import DPOConfig
 
     evaluate = has_eval and training.eval_steps is not None
+    stopping = evaluate and training.early_stopping_patience is not None
+    best: dict[str, Any] = {}
+    if stopping:  # checkpoints at every evaluation, the best one loaded at the end (and saved as the adapter)
+        best = {"save_strategy": "steps", "save_steps": training.eval_steps, "save_total_limit": 2,
+                "load_best_model_at_end": True, "metric_for_best_model": training.metric_for_best_model,
+                "greater_is_better": training.greater_is_better}  # fmt: skip
     return DPOConfig(
         output_dir=output_dir,
         per_device_train_batch_size=training.per_device_train_batch_size,
@@ -141,10 +147,11 @@ def dpo_config(training: TrainingSection, data: DataSection, output_dir: str, bf
         max_length=data.max_length,
         bf16=bf16,
         use_cpu=not use_cuda(),
-        save_strategy="no",  # the adapter is saved once at the end, as the trial's checkpoint
         report_to=[],
         disable_tqdm=True,
         dataloader_num_workers=0,
+        # the adapter is saved once at the end, as the trial's checkpoint (early stopping: the best one)
+        **(best or {"save_strategy": "no"}),
     )
 
 

@@ -28,6 +28,8 @@ from sweeper.plan.settings import TrialSettings, effective_batch, halve
 from sweeper.prune import guard
 from sweeper.records.metrics import (
     ATTEMPT,
+    BEST_METRIC,
+    BEST_STEP,
     CUDA_MAX_ALLOCATED_MB,
     CUDA_MAX_RESERVED_MB,
     DEVICE,
@@ -217,9 +219,11 @@ def make_trainer(job: TrialJob, loaded: Loaded, work: str, callbacks: list[Any])
         peft_config=lora_config(job.settings.model),
         callbacks=callbacks,
     )
-    from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_callback import EarlyStoppingCallback, PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # with disable_tqdm it prints every log dict: our callback reports them
+    if evaluate and training.early_stopping_patience is not None:
+        trainer.add_callback(EarlyStoppingCallback(training.early_stopping_patience, training.early_stopping_threshold))
     if job.settings.model.reference == "shared":
         from sweeper.train.reference import use_shared
 
@@ -258,6 +262,9 @@ def run_trial(job: TrialJob, report: Report, callbacks: list[Any] | None = None,
             DEVICE: "cuda" if use_cuda() else "cpu",
             REFERENCE: job.settings.model.reference,
         }
+        if trainer.state.best_global_step:  # early stopping: where the kept (best) checkpoint was taken
+            final[BEST_STEP] = int(trainer.state.best_global_step)
+            final[BEST_METRIC] = float(trainer.state.best_metric)
         if use_cuda():
             final[GPU_NAME] = torch.cuda.get_device_name()
         report(final, str(adapter_dir))
