@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sweeper.records.metrics import CUDA_MAX_RESERVED_MB, EXAMPLES_SEEN, PEAK_RSS_MB, PREDICTED_PEAK_GB
+from sweeper.records.metrics import CUDA_MAX_RESERVED_MB, ELAPSED_S, EXAMPLES_SEEN, PEAK_RSS_MB, PREDICTED_PEAK_GB
 from sweeper.records.store import SweepRecord, TrialRecord
 from sweeper.report.summary import MARGINS, batch_of, learning_rate_of, metric_of
 
@@ -24,6 +24,10 @@ PLOTS = {
     "memory": "peak memory against per-device batch: on GPUs measured (●, CUDA reserved) and predicted (○); on "
     "CPUs the measured RSS only (GPU predictions are in the trials table); out of memory (×)",
     "lr_batch": "final value of the sweep's metric by learning rate and effective batch",
+    "parallel": "parallel coordinates: each completed trial's swept values and final metric, coloured by the metric "
+    "(the winner bold)",
+    "timeline": "trials over the sweep's wall-clock time, coloured by how they ended (hatched: out-of-memory "
+    "retries): how well the hardware was used",
     "slices": "final value of the sweep's metric against each swept parameter (completed trials), coloured by "
     "another swept parameter: how sensitive the sweep is to each",
 }
@@ -44,6 +48,8 @@ def write_plots(sweep: SweepRecord, out_dir: Path) -> list[str]:
         "eval_margins": lambda ax: _curves(ax, sweep, "eval_rewards/margins"),  # only where trials evaluated
         "memory": lambda ax: _memory(ax, sweep),
         "lr_batch": lambda ax: _heatmap(ax, sweep),
+        "parallel": lambda ax: _parallel(ax, sweep),
+        "timeline": lambda ax: _timeline(ax, sweep),
     }
     drawn = []
     for name, metric in (("margins", MARGINS), ("accuracies", "rewards/accuracies"),
@@ -145,6 +151,84 @@ def _heatmap(ax: Any, sweep: SweepRecord) -> bool:
     ax.set_xlabel("learning rate")
     ax.set_ylabel("effective batch")
     ax.figure.colorbar(image, ax=ax, label=f"final {metric}")
+    return True
+
+
+def _parallel(ax: Any, sweep: SweepRecord) -> bool:
+    """Parallel coordinates of the swept parameters and the final metric (completed trials)."""
+    import math
+
+    import matplotlib
+
+    from sweeper.records.store import best_trial
+
+    metric, goal = metric_of(sweep)
+    swept = [n for n in sweep.meta.get("swept", []) if n]
+    done = [t for t in sweep.trials if t.status == "completed" and isinstance(t.value(metric), int | float)]
+    if not swept or len(done) < 2:
+        return False
+    axes = [*swept, metric]
+    columns = []
+    for name in axes:
+        values = [t.params.get(name) if name != metric else float(t.value(metric)) for t in done]
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        if numeric and name != metric and min(values) > 0 and max(values) / min(values) >= 10:
+            scaled = [math.log10(v) for v in values]
+        elif numeric:
+            scaled = [float(v) for v in values]
+        else:
+            levels = _ordered(values)
+            scaled = [float(levels.index(v)) for v in values]
+        lo, hi = min(scaled), max(scaled)
+        columns.append([(v - lo) / (hi - lo) if hi > lo else 0.5 for v in scaled])
+        ax.text(len(columns) - 1, -0.08, f"{min(values):.3g}" if numeric else str(_ordered(values)[0]), ha="center",
+                va="top", fontsize=7)  # fmt: skip
+        ax.text(len(columns) - 1, 1.04, f"{max(values):.3g}" if numeric else str(_ordered(values)[-1]), ha="center",
+                va="bottom", fontsize=7)  # fmt: skip
+    finals = columns[-1]
+    best = best_trial(sweep, metric, goal)
+    cmap = matplotlib.colormaps["viridis"]
+    for i, t in enumerate(done):
+        ys = [c[i] for c in columns]
+        winner = best is not None and t.trial_id == best.trial_id
+        shade = cmap(finals[i] if goal == "maximize" else 1 - finals[i])
+        ax.plot(range(len(axes)), ys, color="black" if winner else shade, linewidth=2.6 if winner else 1.2,
+                alpha=1.0 if winner else 0.8, zorder=3 if winner else 2)  # fmt: skip
+    for x in range(len(axes)):
+        ax.axvline(x, color="grey", linewidth=0.8, zorder=1)
+    ax.set_xticks(range(len(axes)), [f"final {a}" if a == metric else a for a in axes], fontsize=8)
+    ax.set_yticks([])
+    ax.set_ylim(-0.15, 1.12)
+    ax.set_xlim(-0.2, len(axes) - 0.8)
+    return True
+
+
+def _timeline(ax: Any, sweep: SweepRecord) -> bool:
+    """One bar per trial from its first to its last result on the sweep's clock, coloured by status."""
+    colours = {"completed": "C2", "pruned": "C1", "oom": "C3", "error": "C3", "unfinished": "C7"}
+    spans = []
+    for t in sweep.trials:
+        stamps = [(float(r["timestamp"]), float(r.get(ELAPSED_S) or 0.0)) for r in t.curve
+                  if isinstance(r.get("timestamp"), int | float)]  # fmt: skip
+        if stamps:
+            start = stamps[0][0] - stamps[0][1]
+            spans.append((t, start, max(s for s, _ in stamps)))
+    if len(spans) < 2:
+        return False
+    origin = min(s for _, s, _ in spans)
+    for row, (t, start, end) in enumerate(spans):
+        retried = len(t.attempts) > 1
+        ax.barh(row, end - start, left=start - origin, color=colours.get(t.status, "C7"), hatch="//" if retried else "",
+                edgecolor="black" if retried else None, linewidth=0.5)  # fmt: skip
+    ax.set_yticks(range(len(spans)), [t.trial_id.split("_")[-1] for t, _, _ in spans], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds since the first trial started")
+    shown = sorted({t.status for t, _, _ in spans})
+    import matplotlib.patches
+
+    handles = [matplotlib.patches.Patch(color=colours.get(s, "C7")) for s in shown]
+    ax.legend(handles, shown, fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3, axis="x")
     return True
 
 
