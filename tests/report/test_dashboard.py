@@ -64,6 +64,9 @@ def test_page_shows_table_charts_and_report(monkeypatch: pytest.MonkeyPatch) -> 
     assert at.dataframe[0].value.shape[0] == 4
     assert len(at.get("plotly_chart")) == 3  # margins, accuracies, memory
     assert "# Sweep report: smoke" in at.expander[0].markdown[0].value
+    best = next(m.value for m in at.markdown if m.value.startswith("**Best so far:**"))
+    assert "{" not in best and "learning_rate=0.003" in best  # values, not a raw Python dict
+    assert "random weights" in at.caption[0].value  # the builtin tiny model says what it is
 
 
 def test_status_filter_keeps_matching_trials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -62,11 +62,16 @@ def render_sweep(sweep: SweepRecord, statuses: list[str]) -> None:
     model = (meta.get("spec") or {}).get("model") or {}
     st.header(f"Sweep {sweep.path.name}")
     running = "running" if not meta.get("finished_at") else f"finished {meta['finished_at']}"
-    st.caption(f"`{model.get('name_or_path', '?')}` ({model.get('quantization', '?')}) · metric `{metric}` ({goal})"
-               f" · started {meta.get('started_at', '?')} · {running} · {status_counts(sweep)}")  # fmt: skip
+    random_model = " (random weights: its numbers show the plumbing, not alignment)" \
+        if model.get("name_or_path") == "builtin:tiny-mistral" else ""  # fmt: skip
+    st.caption(f"`{model.get('name_or_path', '?')}`{random_model} ({model.get('quantization', '?')}) · metric "
+               f"`{metric}` ({goal}) · started {meta.get('started_at', '?')} · {running} · "
+               f"{status_counts(sweep)}")  # fmt: skip
     best = best_trial(sweep, metric, goal)
     if best is not None:
-        st.markdown(f"**Best so far:** `{best.trial_id}` {best.params}: `{metric}` = {best.value(metric):.4g}")
+        values = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
+        st.markdown(f"**Best so far:** `{best.trial_id}` ({values or 'no swept parameters'}): `{metric}` = "
+                    f"{best.value(metric):.4g}")  # fmt: skip
 
     trials = [t for t in sweep.trials if t.status in statuses]
     st.subheader(f"Trials ({len(trials)} of {len(sweep.trials)})")
