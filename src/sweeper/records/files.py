@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from sweeper.errors import SweeperError
 
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
@@ -42,3 +45,23 @@ def publish_folder(staging: Path, target: Path, replace: bool = False) -> bool:
         return False
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def build_folder_once(target: Path, build: Callable[[Path], object], complete: Callable[[Path], bool]) -> Path:
+    """``target``, built by ``build(staging)`` on first use and renamed into place (a cache of built models).
+
+    A complete ``target`` is returned at once; a concurrent process never sees half a folder, and when another
+    process finished first its copy is kept.
+    """
+    if complete(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        build(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if not publish_folder(staging, target) and not complete(target):  # another process won the rename
+        raise SweeperError(f"{target} exists but is incomplete: delete it and run again")
+    return target

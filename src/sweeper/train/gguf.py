@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import shutil
-import tempfile
 from pathlib import Path
 
 from sweeper.errors import SweeperError
-from sweeper.records.files import publish_folder
+from sweeper.records.files import build_folder_once
 from sweeper.train.tiny import cache_dir
 
 __all__ = [
@@ -100,19 +98,7 @@ def convert_gguf(gguf: Path, dirname: str | None = None) -> Path:
         stat = gguf.stat()
         key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
         dirname = f"gguf-{gguf.stem}-{key}-{_CONVERSION}"
-    target = cache_dir() / "models" / dirname
-    if _is_complete(target):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dirname}.", dir=target.parent))
-    try:
-        _convert(gguf, staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if not publish_folder(staging, target) and not _is_complete(target):
-        raise SweeperError(f"{target} exists but is incomplete: delete it and run again")
-    return target
+    return build_folder_once(cache_dir() / "models" / dirname, lambda staging: _convert(gguf, staging), _is_complete)
 
 
 def _convert(gguf: Path, out: Path) -> None:

@@ -9,14 +9,12 @@ also in 4-bit. Heavy when used: tokenizers, torch and transformers are imported 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sweeper.data.synthetic import BUILTIN_DATA, corpus_texts
 from sweeper.errors import SweeperError
-from sweeper.records.files import publish_folder
+from sweeper.records.files import build_folder_once
 
 if TYPE_CHECKING:
     from transformers import MistralForCausalLM, PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -165,21 +163,13 @@ def ensure_tiny_model(name: str = BUILTIN_MODEL) -> Path:
     """
     if name != BUILTIN_MODEL:
         raise SweeperError(f"unknown builtin model {name!r}; use {BUILTIN_MODEL!r}, a Hub id or a local path")
-    target = cache_dir() / "models" / _MODEL_DIRNAME
-    if _is_complete(target):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{_MODEL_DIRNAME}.", dir=target.parent))
-    try:
+
+    def build(staging: Path) -> None:
         tokenizer = build_tokenizer("mistral")
         tokenizer.save_pretrained(staging)
         build_tiny_model(tokenizer).save_pretrained(staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if not publish_folder(staging, target) and not _is_complete(target):  # another process won the rename
-        raise SweeperError(f"{target} exists but is incomplete: delete it and run again")
-    return target
+
+    return build_folder_once(cache_dir() / "models" / _MODEL_DIRNAME, build, _is_complete)
 
 
 def _is_complete(folder: Path) -> bool:
