@@ -134,6 +134,11 @@ class TrainingSection(_Section):
     # Early stopping on held-out evaluation (transformers' EarlyStoppingCallback): a trial, the leader included,
     # ends after this many evaluations without improving metric_for_best_model by early_stopping_threshold, and
     # keeps its best checkpoint (load_best_model_at_end). Needs eval_steps. None = off.
+    # TRL's memory options, passed to DPOConfig as named: Liger's fused kernels (CUDA and the liger-kernel package),
+    # padding-free batches (flash_attention_2 only), TRL's own reference precompute in every trial.
+    use_liger_kernel: bool = False
+    padding_free: bool = False
+    precompute_ref_log_probs: bool = False
     early_stopping_patience: Annotated[int, Field(gt=0)] | None = None
     early_stopping_threshold: Annotated[float, Field(ge=0)] = 0.0
     metric_for_best_model: str = "eval_rewards/margins"
@@ -501,6 +506,13 @@ class Spec(_Section):
                     f"parameters.{name}: method 'grid' needs 'values: [...]'; "
                     "use method 'random' or 'bayes' for distributions"
                 )
+        if self.training.padding_free and self.model.attn_implementation != "flash_attention_2":
+            raise ValueError("training.padding_free: TRL's padding-free batches need model.attn_implementation: "
+                             "flash_attention_2 (a CUDA GPU and the flash-attn package)")  # fmt: skip
+        if self.training.precompute_ref_log_probs and self.model.reference != "adapter":
+            raise ValueError("training.precompute_ref_log_probs: TRL's precompute replaces the adapter-disabled "
+                             f"reference; with model.reference: {self.model.reference} use one or the "
+                             "other")  # fmt: skip
         if self.training.early_stopping_patience is not None and self.training.eval_steps is None:
             raise ValueError("training.early_stopping_patience: early stopping reads held-out evaluations: set "
                              "training.eval_steps too")  # fmt: skip

@@ -118,6 +118,9 @@ def dpo_config(training: TrainingSection, data: DataSection, output_dir: str, bf
     from trl import DPOConfig
 
     evaluate = has_eval and training.eval_steps is not None
+    if training.use_liger_kernel and not use_cuda():
+        raise SweeperError("training.use_liger_kernel: Liger's fused kernels run on CUDA GPUs (and need the "
+                           "liger-kernel package); this trial runs on the CPU: set it to false")  # fmt: skip
     stopping = evaluate and training.early_stopping_patience is not None
     best: dict[str, Any] = {}
     if stopping:  # checkpoints at every evaluation, the best one loaded at the end (and saved as the adapter)
@@ -143,6 +146,9 @@ def dpo_config(training: TrainingSection, data: DataSection, output_dir: str, bf
         eval_strategy="steps" if evaluate else "no",
         eval_steps=training.eval_steps if evaluate else None,
         gradient_checkpointing=training.gradient_checkpointing,
+        use_liger_kernel=training.use_liger_kernel,
+        padding_free=training.padding_free,
+        precompute_ref_log_probs=training.precompute_ref_log_probs,
         seed=training.seed,
         max_length=data.max_length,
         bf16=bf16,
