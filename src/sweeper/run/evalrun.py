@@ -191,7 +191,7 @@ def evaluate_sweep(path: str | Path, evaluation: EvaluationSection | None = None
     started = time.monotonic()
     common = {"max_length": spec.data.max_length, "batch_size": evaluation.batch_size,
               "cpus": spec.resources.cpus_per_trial, "data": work.data}  # fmt: skip
-    records = run_ray(work, common, where) if where else run_inline(work, common)
+    records = run_ray(work, common, where) if where else run_inline(work, common, out)
     records.update(follow_up(work, common, where, records))
     for key, reason in work.skipped.items():
         records[key] = {"status": "skipped", "key": key, "reason": reason}
@@ -206,13 +206,20 @@ def evaluate_sweep(path: str | Path, evaluation: EvaluationSection | None = None
     return load_sweep(sweep.path)
 
 
-def run_inline(work: Plan, common: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def run_inline(work: Plan, common: dict[str, Any], out: TextIO | None = None) -> dict[str, dict[str, Any]]:
     """Every group's base loaded once in this process, its trials' adapters swapped in turn."""
     from sweeper.train.evaluate import run_jobs
 
     records: dict[str, dict[str, Any]] = {}
+    total = sum(len(g["jobs"]) for g in work.groups)
+
+    def progress(r: dict[str, Any]) -> None:  # one line per model as it ends: the evaluation takes minutes
+        print(f"  [{len(records) + 1}/{total}] {r['key']}: {r.get('status')} in {float(r.get('seconds') or 0):.1f} s",
+              file=out or sys.stdout, flush=True)  # fmt: skip
+        records[r["key"]] = r
+
     for g in work.groups:
-        for r in run_jobs({**common, "model": g["model"], "bf16": g["bf16"], "jobs": g["jobs"]}):
+        for r in run_jobs({**common, "model": g["model"], "bf16": g["bf16"], "jobs": g["jobs"]}, progress):
             records[r["key"]] = r
     return records
 

@@ -181,10 +181,11 @@ def evaluate_job(ev: Evaluator, job: dict[str, Any], data: dict[str, Any],
     return record
 
 
-def run_jobs(payload: dict[str, Any]) -> list[dict[str, Any]]:
+def run_jobs(payload: dict[str, Any], on_record: Any = None) -> list[dict[str, Any]]:
     """Load the base once, then run every job of ``payload`` (``model``, ``bf16``, ``max_length``, ``batch_size``,
     ``cpus``, ``data``, ``jobs``); a job's ``files`` (adapter file name → bytes) stand in for its folder on another
-    node. The base's pair log-probs are computed first when any trial job needs them as its reference."""
+    node. The base's pair log-probs are computed first when any trial job needs them as its reference.
+    ``on_record(record)`` is called as each job ends (the inline evaluation's progress lines)."""
     started = time.monotonic()
     ev = Evaluator(payload["model"], payload["max_length"], payload["batch_size"], payload.get("cpus", 1),
                    payload.get("bf16"))  # fmt: skip
@@ -199,7 +200,11 @@ def run_jobs(payload: dict[str, Any]) -> list[dict[str, Any]]:
             ev.activate(trials[0]["key"], Path(trials[0]["adapter"]))
         needs_ref = any(j.get("preference", True) for j in trials)
         reference = ev.pair_logps(data["rows"], adapter=False) if needs_ref else None
-        records = [_guarded(ev, job, data, reference) for job in jobs]
+        records = []
+        for job in jobs:
+            records.append(_guarded(ev, job, data, reference))
+            if on_record is not None:
+                on_record(records[-1])
     for r in records:
         r["load_s"] = round(load_s, 3)
     return records
