@@ -81,3 +81,11 @@ def test_final_levels_within_the_noise_are_a_tie() -> None:
     sd = final_gap_sd(a, b)
     assert sd is not None and 0.2 < sd < 0.5  # two 5-value means of noise 0.5: sqrt(2/5) * 0.5 = 0.32
     assert final_gap_sd(a[:4], b) is None  # too short to estimate a curve's noise
+
+
+def test_answers_that_shrink_to_a_few_tokens_are_flagged() -> None:
+    base = {"n": 4, "repeated_3gram": 0.0, "distinct_2": 0.97, "n_tokens": 13.0}
+    short = {"n": 4, "repeated_3gram": 0.0, "distinct_2": 1.0, "n_tokens": 6.25}  # the real lr 3e-4 SmolLM2 trials
+    flag = degeneration(short, base)
+    assert flag is not None and "answers of 6.25 tokens against the base's 13" in flag
+    assert degeneration({**short, "n_tokens": 10.0}, base) is None

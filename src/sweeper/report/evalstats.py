@@ -245,8 +245,8 @@ def heldout_section(sweep: Any, best: Any) -> list[str]:
              "▲ held-out leader (top rate; ties: larger margin)."]  # fmt: skip
     if flagged:
         notes.append(f"⚠ on distinct-2: {flagged} trial(s) whose greedy samples degenerate against the base's "
-                     f"(repeated word trigrams ≥ {DEGENERATE_REPEAT:g} and twice the base's, or distinct-2 "
-                     f"{DEGENERATE_DISTINCT2_DROP:g} below it).")  # fmt: skip
+                     f"(repeated word trigrams ≥ {DEGENERATE_REPEAT:g} and twice the base's, distinct-2 "
+                     f"{DEGENERATE_DISTINCT2_DROP:g} below it, or answers under half the base's length).")  # fmt: skip
     if unscorable or truncated:
         notes.append(
             f"{unscorable} held-out pair(s) left out: the prompt alone fills `data.max_length`, so no answer token "

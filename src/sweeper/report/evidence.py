@@ -15,6 +15,7 @@ from typing import Any
 __all__ = [
     "final_gap_sd",
     "DEGENERATE_DISTINCT2_DROP",
+    "DEGENERATE_LENGTH_SHARE",
     "DEGENERATE_REPEAT",
     "Rate",
     "degeneration",
@@ -27,6 +28,8 @@ Z95 = 1.959963984540054
 # at least twice the base model's, or when their distinct-2 falls this far below the base's.
 DEGENERATE_REPEAT = 0.3
 DEGENERATE_DISTINCT2_DROP = 0.25
+# ... or when its answers shrink below this share of the base's mean length (a policy that learned to stop early).
+DEGENERATE_LENGTH_SHARE = 0.5
 # Beyond this many held-out pairs the report stops quoting a number ("thousands" of pairs is the message).
 MAX_PAIRS = 100_000
 
@@ -111,6 +114,9 @@ def degeneration(trial: dict[str, Any] | None, base: dict[str, Any] | None) -> s
     d2, d20 = trial.get("distinct_2"), base.get("distinct_2")
     if d2 is not None and d20 is not None and d20 - d2 >= DEGENERATE_DISTINCT2_DROP:
         reasons.append(f"distinct-2 {d2:.2f} against the base's {d20:.2f}")
+    n, n0 = trial.get("n_tokens"), base.get("n_tokens")
+    if n is not None and n0 is not None and n0 >= 8 and n < DEGENERATE_LENGTH_SHARE * n0:
+        reasons.append(f"answers of {n:.3g} tokens against the base's {n0:.3g}")
     if not reasons:
         return None
     return "degenerate samples: " + ", ".join(reasons)

@@ -159,8 +159,8 @@ def verdict(sweep: SweepRecord, best: TrialRecord | None, metric: str, goal: str
         warnings.append(tie)
     degenerate = degenerate_flag(best.evaluation, base_of(sweep, best.evaluation))
     if degenerate:
-        warnings.append(f"{degenerate}: its greedy answers loop where the base's do not (see samples.md); a higher "
-                        "margin bought with broken generations is not a better model.")  # fmt: skip
+        warnings.append(f"{degenerate}: its greedy answers degenerate where the base's do not (see samples.md); a "
+                        "higher margin bought with broken generations is not a better model.")  # fmt: skip
     beta = beta_warning(best, best_per_beta(sweep, metric, goal), metric)
     if beta:
         warnings.append(beta)
