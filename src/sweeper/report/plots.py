@@ -227,7 +227,7 @@ def _timeline(ax: Any, sweep: SweepRecord) -> bool:
     import matplotlib.patches
 
     handles = [matplotlib.patches.Patch(color=colours.get(s, "C7")) for s in shown]
-    ax.legend(handles, shown, fontsize=8, loc="lower right")
+    ax.legend(handles, shown, fontsize=8, loc="best")
     ax.grid(alpha=0.3, axis="x")
     return True
 
