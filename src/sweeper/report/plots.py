@@ -277,7 +277,7 @@ def _faceted_curves(plt: Any, sweep: SweepRecord, metric: str, path: Path) -> bo
     cmap = plt.get_cmap("viridis", max(len(shades), 2))
     sweep_metric, goal = metric_of(sweep)
     best = best_trial(sweep, sweep_metric, goal)
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels) + 2.4, 3.6), dpi=100, squeeze=False,
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 1.0, 3.6), dpi=100, squeeze=False,
                              sharey=True)  # fmt: skip
     try:
         for ax, value in zip(axes[0], panels, strict=True):
@@ -306,11 +306,11 @@ def _faceted_curves(plt: Any, sweep: SweepRecord, metric: str, path: Path) -> bo
             labels = [f"{colour}={v:g}" if isinstance(v, float) else f"{colour}={v}" for v in shades]
             handles.append(plt.Line2D([], [], color="black", linewidth=2.6))
             labels.append("winner")
-            fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
-            fig.tight_layout(rect=(0, 0, 0.8, 1))
+            fig.tight_layout()
+            fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
         else:
             fig.tight_layout()
-        fig.savefig(path, metadata={"Software": None})
+        fig.savefig(path, metadata={"Software": None}, bbox_inches="tight")  # the legend sits outside the panels
     finally:
         plt.close(fig)
     return True
