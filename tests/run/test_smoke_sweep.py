@@ -77,7 +77,9 @@ def test_held_out_evaluation_backs_the_winner(smoke_run: tuple[Path, str]) -> No
     assert min(r for lr, r in rates.items() if lr > 1e-3) > base["rate"]  # trained trials beat base held out
     assert (work / "reports" / "smoke" / "samples.md").is_file()
     report = (work / "reports" / "smoke.md").read_text()
-    assert "## Held-out evaluation" in report and "Held-out evidence agrees" in report
+    assert "## Held-out evaluation" in report and "Held-out evidence " in report
+    # the two lr 3e-3 trials tie at 100% held out: whichever the margin tie-break names, nothing contradicts the metric
+    assert "⚠ Held-out evidence disagrees" not in report and "better beyond noise" in report
     assert "Evaluating base and 4 trial(s) on 26 held-out pairs" in stdout
 
 
