@@ -12,7 +12,7 @@ from typing import Any
 
 from sweeper.errors import last_line
 from sweeper.records.files import write_text_atomic
-from sweeper.records.metrics import BEST_METRIC, BEST_STEP, EXAMPLES_SEEN, GPU_NAME, STEP
+from sweeper.records.metrics import BEST_METRIC, BEST_STEP, GPU_NAME, STEP
 from sweeper.records.store import STATUSES, SweepRecord, TrialRecord, best_trial
 from sweeper.report.evalstats import base_of, degenerate_flag, has_evaluation, heldout_section, verdict_line
 from sweeper.report.sensitivity import sensitivity, sensitivity_lines
@@ -371,11 +371,11 @@ def peak_lines(sweep: SweepRecord, metric: str = "eval_rewards/margins") -> list
     """Where each evaluated trial peaked on the held-out metric, and what stopping every trial there would have
     saved (direct alignment methods often over-optimize well before the end); trials that early stopping
     ended are named with the checkpoint they kept."""
+    from sweeper.report.plots import curve_points
+
     peaks, after, total = [], 0, 0
     for t in sweep.trials:
-        pts = [(int(r[EXAMPLES_SEEN]), float(r[metric])) for r in t.curve
-               if isinstance(r.get(metric), int | float) and isinstance(r.get(EXAMPLES_SEEN), int | float)]  # fmt: skip
-        pts = sorted(dict(pts).items())
+        pts = sorted({int(x): y for x, y in curve_points(t, metric)}.items())  # the last value at each point
         if len(pts) < 3:
             continue
         at, value = max(pts, key=lambda p: p[1])

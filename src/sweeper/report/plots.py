@@ -329,11 +329,11 @@ def _slices(plt: Any, sweep: SweepRecord, path: Path) -> bool:
             xs = [t.params.get(name) for t in done]
             ys = [float(t.value(metric)) for t in done]
             numeric = all(isinstance(x, int | float) and not isinstance(x, bool) for x in xs)
-            levels = sorted(set(xs), key=lambda v: (str(type(v)), v))
+            levels = _ordered(xs)
             positions = xs if numeric else [levels.index(x) for x in xs]
             other = next((n for n in swept if n != name), None)
             if other is not None:
-                shades = sorted({t.params.get(other) for t in done}, key=lambda v: (str(type(v)), v))
+                shades = _ordered(t.params.get(other) for t in done)
                 cmap = plt.get_cmap("viridis", max(len(shades), 2))
                 for k, shade in enumerate(shades):
                     pick = [j for j, t in enumerate(done) if t.params.get(other) == shade]
