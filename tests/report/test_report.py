@@ -273,3 +273,24 @@ def test_no_beta_warning_when_beta_is_fixed_or_the_metric_does_not_scale(sweep_d
     sweep = load_sweep(beta_sweep(tmp_path / "acc", {0.1: 1.8, 0.3: 4.5}))
     sweep.meta["metric"] = {"name": "rewards/accuracies", "goal": "maximize"}  # a sign count: beta-free
     assert "beta is swept" not in render_report(sweep)
+
+
+def test_compute_bar_shows_spent_and_saved_hours_at_the_price(sweep_dir: Path, tmp_path: Path) -> None:
+    from sweeper.report.figdata import compute_segments, compute_title
+    from sweeper.report.plots import write_plots
+
+    sweep = load_sweep(sweep_dir)
+    c = compute(sweep)
+    spent, saved = compute_segments(c)  # no shared references or evaluation in the demo: two parts
+    assert (spent.kind, saved.kind) == ("spent", "saved")
+    assert spent.hours == pytest.approx(3900 / 3600) and saved.hours == pytest.approx(300 / 3600)
+    assert spent.text("GPU") == "trials: 1.08 GPU-h, $2.17"  # the spec's default $2 per GPU-hour
+    assert saved.text("GPU") == "saved by pruning 1 trial(s): 0.0833 GPU-h, $0.17"
+    assert compute_title(c) == "compute in GPU-hours at $2 per GPU-hour"
+    assert "compute" in write_plots(sweep, tmp_path / "plots")
+    assert (tmp_path / "plots" / "compute.png").read_bytes()[:4] == b"\x89PNG"
+    cpu = load_sweep(FIXTURES / "trials" / "smoke")  # CPU trials: CPU-hours, no price, nothing pruned
+    (only,) = compute_segments(compute(cpu))
+    assert only.usd is None and only.text("CPU").endswith("CPU-h")
+    assert compute_title(compute(cpu)) == "compute in CPU-hours; no trial was pruned"
+    assert "![compute](smoke/compute.png)" in render_report(cpu, plots=["compute"])

@@ -56,6 +56,8 @@ def render_report(sweep: SweepRecord, plots: Sequence[str] = ()) -> str:
         body = [*plot_lines(sweep, plots), *flats]
         lines += ["", "## Plots", "", *(body[1:] if body and body[0] == "" else body)]
     lines += ["", "## Compute", "", *compute_lines(sweep)]
+    if "compute" in plots:
+        lines += ["", f"![compute]({sweep.name}/compute.png)"]
     failed = [t for t in sweep.trials if t.status in ("oom", "error", "unfinished")]
     if failed:
         lines += ["", "## Failures", "", *[failure_line(t) for t in failed]]
@@ -321,7 +323,7 @@ def plot_lines(sweep: SweepRecord, plots: Sequence[str]) -> list[str]:
 
     lines: list[str] = []
     for name in plots:
-        if name == "slices":  # shown in the Sensitivity section
+        if name in ("slices", "compute"):  # shown in the Sensitivity and Compute sections
             continue
         lines += [f"![{name}]({sweep.name}/{name}.png)", "", f"*{PLOTS.get(name, name)}*", ""]
     return lines[:-1]
@@ -329,7 +331,7 @@ def plot_lines(sweep: SweepRecord, plots: Sequence[str]) -> list[str]:
 
 def flat_lines(sweep: SweepRecord) -> list[str]:
     """The curves not drawn because they settle on one value in every trial, said in words."""
-    from sweeper.report.plots import flat_value
+    from sweeper.report.figdata import flat_value
 
     out = []
     for metric in ("rewards/margins", "rewards/accuracies", "eval_rewards/accuracies"):
@@ -371,7 +373,7 @@ def peak_lines(sweep: SweepRecord, metric: str = "eval_rewards/margins") -> list
     """Where each evaluated trial peaked on the held-out metric, and what stopping every trial there would have
     saved (direct alignment methods often over-optimize well before the end); trials that early stopping
     ended are named with the checkpoint they kept."""
-    from sweeper.report.plots import curve_points
+    from sweeper.report.figdata import curve_points
 
     peaks, after, total = [], 0, 0
     for t in sweep.trials:

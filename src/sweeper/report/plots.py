@@ -9,9 +9,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sweeper.records.metrics import CUDA_MAX_RESERVED_MB, ELAPSED_S, EXAMPLES_SEEN, PEAK_RSS_MB, PREDICTED_PEAK_GB
+from sweeper.records.metrics import PREDICTED_PEAK_GB
 from sweeper.records.store import SweepRecord, TrialRecord
-from sweeper.report.summary import MARGINS, batch_of, learning_rate_of, metric_of
+from sweeper.report.figdata import (
+    STATUS_MARKS,
+    completed,
+    compute_segments,
+    compute_title,
+    curve_layout,
+    curve_points,
+    flat_value,
+    on_gpu,
+    ordered,
+    parallel_axes,
+    param_text,
+    peak_gib,
+    stop_point,
+    swept_names,
+    timeline_spans,
+    winner_id,
+)
+from sweeper.report.summary import MARGINS, batch_of, compute, learning_rate_of, metric_of
+
+__all__ = ["PLOTS", "curve_points", "flat_value", "peak_gib", "stop_point", "write_plots"]
 
 # name -> what it shows (the report's caption); the order of the report's "Plots" section
 PLOTS = {
@@ -30,8 +50,9 @@ PLOTS = {
     "retries): how well the hardware was used",
     "slices": "final value of the sweep's metric against each swept parameter (completed trials), coloured by "
     "another swept parameter: how sensitive the sweep is to each",
+    "compute": "compute spent by the trials (and the shared work around them) and saved by pruning, in GPU-hours "
+    "(CPU-hours without GPUs), with its price at the spec's `resources.gpu_hour_usd`",
 }
-STATUS_MARKS = {"pruned": "x", "oom": "s", "error": "s", "unfinished": "s"}
 
 
 def write_plots(sweep: SweepRecord, out_dir: Path) -> list[str]:
@@ -51,6 +72,7 @@ def write_plots(sweep: SweepRecord, out_dir: Path) -> list[str]:
         "parallel": lambda ax: _parallel(ax, sweep),
         "timeline": lambda ax: _timeline(ax, sweep),
     }
+
     drawn = []
     for name, metric in (("margins", MARGINS), ("accuracies", "rewards/accuracies"),
                          ("eval_margins", "eval_rewards/margins")):  # fmt: skip
@@ -68,6 +90,8 @@ def write_plots(sweep: SweepRecord, out_dir: Path) -> list[str]:
                 drawn.append(name)
         finally:
             plt.close(fig)
+    if _compute_bar(plt, sweep, out_dir / "compute.png"):
+        drawn.append("compute")
     return drawn
 
 
@@ -104,13 +128,13 @@ def _memory(ax: Any, sweep: SweepRecord) -> bool:
             predicted.append((batch, t.value(PREDICTED_PEAK_GB)))
         oom += [a["per_device_train_batch_size"] for a in t.attempts
                 if a.get("status") == "oom" and a.get("per_device_train_batch_size") is not None]  # fmt: skip
-    on_gpu = _on_gpu(sweep)
-    if not on_gpu:
+    gpu = on_gpu(sweep)
+    if not gpu:
         predicted = []  # a GPU prediction never shares an axis with CPU RSS (the trials table keeps both apart)
     if not measured and not predicted:
         return False
     if measured:
-        what = "measured GPU peak (CUDA reserved)" if on_gpu else "measured CPU peak RSS"
+        what = "measured GPU peak (CUDA reserved)" if gpu else "measured CPU peak RSS"
         ax.scatter(*zip(*measured, strict=True), label=what, zorder=3)
     if predicted:
         ax.scatter(*zip(*predicted, strict=True), facecolors="none", edgecolors="C1", label="predicted GPU peak",
@@ -121,7 +145,7 @@ def _memory(ax: Any, sweep: SweepRecord) -> bool:
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(matplotlib_ticker().ScalarFormatter())
     ax.set_xlabel("per-device batch")
-    ax.set_ylabel("GPU memory, GiB" if on_gpu else "CPU memory (RSS), GiB")
+    ax.set_ylabel("GPU memory, GiB" if gpu else "CPU memory (RSS), GiB")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return True
@@ -156,47 +180,31 @@ def _heatmap(ax: Any, sweep: SweepRecord) -> bool:
 
 def _parallel(ax: Any, sweep: SweepRecord) -> bool:
     """Parallel coordinates of the swept parameters and the final metric (completed trials)."""
-    import math
-
     import matplotlib
 
-    from sweeper.records.store import best_trial
-
-    metric, goal = metric_of(sweep)
-    swept = [n for n in sweep.meta.get("swept", []) if n]
-    done = [t for t in sweep.trials if t.status == "completed" and isinstance(t.value(metric), int | float)]
-    if not swept or len(done) < 2:
+    found = parallel_axes(sweep)
+    if found is None:
         return False
-    axes = [*swept, metric]
+    done, axes = found
+    metric, goal = metric_of(sweep)
     columns = []
-    for name in axes:
-        values = [t.params.get(name) if name != metric else float(t.value(metric)) for t in done]
-        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-        if numeric and name != metric and min(values) > 0 and max(values) / min(values) >= 10:
-            scaled = [math.log10(v) for v in values]
-        elif numeric:
-            scaled = [float(v) for v in values]
-        else:
-            levels = _ordered(values)
-            scaled = [float(levels.index(v)) for v in values]
-        lo, hi = min(scaled), max(scaled)
-        columns.append([(v - lo) / (hi - lo) if hi > lo else 0.5 for v in scaled])
-        ax.text(len(columns) - 1, -0.08, f"{min(values):.3g}" if numeric else str(_ordered(values)[0]), ha="center",
-                va="top", fontsize=7)  # fmt: skip
-        ax.text(len(columns) - 1, 1.04, f"{max(values):.3g}" if numeric else str(_ordered(values)[-1]), ha="center",
-                va="bottom", fontsize=7)  # fmt: skip
+    for x, axis in enumerate(axes):
+        lo, hi = min(axis.scaled), max(axis.scaled)
+        columns.append([(v - lo) / (hi - lo) if hi > lo else 0.5 for v in axis.scaled])
+        ax.text(x, -0.08, axis.text(axis.levels[0]), ha="center", va="top", fontsize=7)
+        ax.text(x, 1.04, axis.text(axis.levels[-1]), ha="center", va="bottom", fontsize=7)
     finals = columns[-1]
-    best = best_trial(sweep, metric, goal)
+    winner = winner_id(sweep)
     cmap = matplotlib.colormaps["viridis"]
     for i, t in enumerate(done):
         ys = [c[i] for c in columns]
-        winner = best is not None and t.trial_id == best.trial_id
+        best = t.trial_id == winner
         shade = cmap(finals[i] if goal == "maximize" else 1 - finals[i])
-        ax.plot(range(len(axes)), ys, color="black" if winner else shade, linewidth=2.6 if winner else 1.2,
-                alpha=1.0 if winner else 0.8, zorder=3 if winner else 2)  # fmt: skip
+        ax.plot(range(len(axes)), ys, color="black" if best else shade, linewidth=2.6 if best else 1.2,
+                alpha=1.0 if best else 0.8, zorder=3 if best else 2)  # fmt: skip
     for x in range(len(axes)):
         ax.axvline(x, color="grey", linewidth=0.8, zorder=1)
-    ax.set_xticks(range(len(axes)), [f"final {a}" if a == metric else a for a in axes], fontsize=8)
+    ax.set_xticks(range(len(axes)), [f"final {a.name}" if a.name == metric else a.name for a in axes], fontsize=8)
     ax.set_yticks([])
     ax.set_ylim(-0.15, 1.12)
     ax.set_xlim(-0.2, len(axes) - 0.8)
@@ -206,19 +214,12 @@ def _parallel(ax: Any, sweep: SweepRecord) -> bool:
 def _timeline(ax: Any, sweep: SweepRecord) -> bool:
     """One bar per trial from its first to its last result on the sweep's clock, coloured by status."""
     colours = {"completed": "C2", "pruned": "C1", "oom": "C3", "error": "C3", "unfinished": "C7"}
-    spans = []
-    for t in sweep.trials:
-        stamps = [(float(r["timestamp"]), float(r.get(ELAPSED_S) or 0.0)) for r in t.curve
-                  if isinstance(r.get("timestamp"), int | float)]  # fmt: skip
-        if stamps:
-            start = stamps[0][0] - stamps[0][1]
-            spans.append((t, start, max(s for s, _ in stamps)))
-    if len(spans) < 2:
+    spans = timeline_spans(sweep)
+    if not spans:
         return False
-    origin = min(s for _, s, _ in spans)
     for row, (t, start, end) in enumerate(spans):
         retried = len(t.attempts) > 1
-        ax.barh(row, end - start, left=start - origin, color=colours.get(t.status, "C7"), hatch="//" if retried else "",
+        ax.barh(row, end - start, left=start, color=colours.get(t.status, "C7"), hatch="//" if retried else "",
                 edgecolor="black" if retried else None, linewidth=0.5)  # fmt: skip
     ax.set_yticks(range(len(spans)), [t.trial_id.split("_")[-1] for t, _, _ in spans], fontsize=7)
     ax.invert_yaxis()
@@ -232,29 +233,34 @@ def _timeline(ax: Any, sweep: SweepRecord) -> bool:
     return True
 
 
-def flat_value(sweep: SweepRecord, metric: str) -> tuple[float, float] | None:
-    """(value, examples) when a metric settles on one value in every trial within the first quarter of its logged
-    rows and stays there (train accuracies pinned at 1.0 after a few steps): such curves say nothing drawn, the
-    report says it in words. ``examples`` is the latest point at which a trial reached it."""
-    settled: set[float] = set()
-    reached = 0.0
-    for t in sweep.trials:
-        pts = curve_points(t, metric)
-        if len(pts) < 4:
-            continue
-        last = round(pts[-1][1], 9)
-        start = len(pts)
-        while start > 0 and round(pts[start - 1][1], 9) == last:
-            start -= 1
-        if start > len(pts) // 4:
-            return None
-        settled.add(last)
-        reached = max(reached, pts[start][0])
-    return (next(iter(settled)), reached) if len(settled) == 1 else None
-
-
-def _ordered(values: Any) -> list[Any]:
-    return sorted(set(values), key=lambda v: (str(type(v)), v))
+def _compute_bar(plt: Any, sweep: SweepRecord, path: Path) -> bool:
+    """One stacked horizontal bar: hours spent (trials, then the shared work around them), then saved by pruning
+    (hatched); each part's hours and price in the legend below it."""
+    c = compute(sweep)
+    segments = compute_segments(c)
+    if not segments:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 1.2), dpi=100)
+    try:
+        left = 0.0
+        for i, seg in enumerate(segments):
+            saved = seg.kind == "saved"
+            ax.barh(0, seg.hours, left=left, height=0.6, color="white" if saved else ("C0", "C9", "C4")[i % 3],
+                    edgecolor="C2" if saved else "white", hatch="///" if saved else "", linewidth=1.2,
+                    label=seg.text(c.unit))  # fmt: skip
+            left += seg.hours
+        ax.set_xlim(0, left * 1.02)
+        ax.set_ylim(-0.5, 0.5)
+        ax.set_yticks([])
+        ax.set_xlabel(compute_title(c), fontsize=9)
+        ax.grid(alpha=0.3, axis="x")
+        fig.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(segments), 3), fontsize=8,
+                   frameon=False)  # fmt: skip
+        fig.tight_layout()
+        fig.savefig(path, metadata={"Software": None}, bbox_inches="tight")  # the legend sits below the bar
+    finally:
+        plt.close(fig)
+    return True
 
 
 def _faceted_curves(plt: Any, sweep: SweepRecord, metric: str, path: Path) -> bool:
@@ -262,21 +268,13 @@ def _faceted_curves(plt: Any, sweep: SweepRecord, metric: str, path: Path) -> bo
     (the one with the fewest values, other than the colour's), coloured on an ordered scale by the learning rate
     (else the first swept parameter), the winner bold and labelled, stopped trials faded with a mark where they
     stopped, one legend entry per colour, outside the panels."""
-    from sweeper.records.store import best_trial
-
     trials = [(t, curve_points(t, metric)) for t in sweep.trials]
     trials = [(t, pts) for t, pts in trials if pts]
     if not trials:
         return False
-    swept = [n for n in sweep.meta.get("swept", []) if n]
-    colour = "learning_rate" if "learning_rate" in swept else (swept[0] if swept else None)
-    others = [n for n in swept if n != colour]
-    facet = min(others, key=lambda n: len({t.params.get(n) for t, _ in trials})) if others else None
-    panels = _ordered(t.params.get(facet) for t, _ in trials) if facet else [None]
-    shades = _ordered(t.params.get(colour) for t, _ in trials) if colour else [None]
+    layout = curve_layout(sweep, [t for t, _ in trials])
+    colour, facet, panels, shades = layout.colour, layout.facet, layout.panels, layout.shades
     cmap = plt.get_cmap("viridis", max(len(shades), 2))
-    sweep_metric, goal = metric_of(sweep)
-    best = best_trial(sweep, sweep_metric, goal)
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 1.0, 3.6), dpi=100, squeeze=False,
                              sharey=True)  # fmt: skip
     try:
@@ -286,7 +284,7 @@ def _faceted_curves(plt: Any, sweep: SweepRecord, metric: str, path: Path) -> bo
                     continue
                 xs, ys = zip(*pts, strict=True)
                 c = cmap(shades.index(t.params.get(colour))) if colour else "C0"
-                winner = best is not None and t.trial_id == best.trial_id
+                winner = t.trial_id == layout.winner
                 stopped = t.status != "completed"
                 ax.plot(xs, ys, color="black" if winner else c, linewidth=2.6 if winner else 1.1,
                         alpha=0.35 if stopped else 1.0, zorder=4 if winner else 2)  # fmt: skip
@@ -296,14 +294,13 @@ def _faceted_curves(plt: Any, sweep: SweepRecord, metric: str, path: Path) -> bo
                 if winner:
                     ax.annotate("★ winner", xy=(xs[-1], ys[-1]), xytext=(-4, 6), textcoords="offset points",
                                 ha="right", fontsize=8, fontweight="bold")  # fmt: skip
-            ax.set_title(f"{facet}={value:g}" if isinstance(value, float) else f"{facet}={value}" if facet else "",
-                         fontsize=9)  # fmt: skip
+            ax.set_title(param_text(facet, value) if facet else "", fontsize=9)
             ax.set_xlabel("examples seen")
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel(metric)
         if colour:
             handles = [plt.Line2D([], [], color=cmap(i), linewidth=2) for i in range(len(shades))]
-            labels = [f"{colour}={v:g}" if isinstance(v, float) else f"{colour}={v}" for v in shades]
+            labels = [param_text(colour, v) for v in shades]
             handles.append(plt.Line2D([], [], color="black", linewidth=2.6))
             labels.append("winner")
             fig.tight_layout()
@@ -319,8 +316,8 @@ def _faceted_curves(plt: Any, sweep: SweepRecord, metric: str, path: Path) -> bo
 def _slices(plt: Any, sweep: SweepRecord, path: Path) -> bool:
     """One panel per swept parameter: final metric against its values, coloured by another swept parameter."""
     metric, _ = metric_of(sweep)
-    swept = [n for n in sweep.meta.get("swept", []) if n]
-    done = [t for t in sweep.trials if t.status == "completed" and isinstance(t.value(metric), int | float)]
+    swept = swept_names(sweep)
+    done = completed(sweep, metric)
     if not swept or len(done) < 2:
         return False
     fig, axes = plt.subplots(1, len(swept), figsize=(3.4 * len(swept) + 1.2, 3.4), dpi=100, squeeze=False)
@@ -329,17 +326,16 @@ def _slices(plt: Any, sweep: SweepRecord, path: Path) -> bool:
             xs = [t.params.get(name) for t in done]
             ys = [float(t.value(metric)) for t in done]
             numeric = all(isinstance(x, int | float) and not isinstance(x, bool) for x in xs)
-            levels = _ordered(xs)
+            levels = ordered(xs)
             positions = xs if numeric else [levels.index(x) for x in xs]
             other = next((n for n in swept if n != name), None)
             if other is not None:
-                shades = _ordered(t.params.get(other) for t in done)
+                shades = ordered(t.params.get(other) for t in done)
                 cmap = plt.get_cmap("viridis", max(len(shades), 2))
                 for k, shade in enumerate(shades):
                     pick = [j for j, t in enumerate(done) if t.params.get(other) == shade]
                     ax.scatter([positions[j] for j in pick], [ys[j] for j in pick], color=cmap(k), s=36,
-                               label=f"{other}={shade:g}" if isinstance(shade, float) else f"{other}={shade}",
-                               zorder=3)  # fmt: skip
+                               label=param_text(other, shade), zorder=3)  # fmt: skip
                 ax.legend(fontsize=7, loc="best")
             else:
                 ax.scatter(positions, ys, s=36, zorder=3)
@@ -358,37 +354,10 @@ def _slices(plt: Any, sweep: SweepRecord, path: Path) -> bool:
     return True
 
 
-def curve_points(t: TrialRecord, metric: str) -> list[tuple[float, float]]:
-    x = EXAMPLES_SEEN
-    return [(float(r[x]), float(r[metric])) for r in t.curve
-            if isinstance(r.get(metric), int | float) and isinstance(r.get(x), int | float)]  # fmt: skip
-
-
-def stop_point(t: TrialRecord, metric: str, points: list[tuple[float, float]]) -> tuple[float, float] | None:
-    if t.status not in STATUS_MARKS:
-        return None
-    at = (t.pruned or {}).get("examples_seen")
-    if isinstance(at, int | float):  # the logged point where the pruner stopped it (or the last one before)
-        return max((p for p in points if p[0] <= at), default=points[-1], key=lambda p: p[0])
-    return points[-1]
-
-
-def peak_gib(t: TrialRecord) -> float | None:
-    reserved = t.value(CUDA_MAX_RESERVED_MB)
-    if reserved is not None:
-        return reserved / 1024
-    rss = t.value(PEAK_RSS_MB)
-    return None if rss is None else rss / 1024
-
-
 def matplotlib_ticker() -> Any:
     import matplotlib.ticker
 
     return matplotlib.ticker
-
-
-def _on_gpu(sweep: SweepRecord) -> bool:
-    return any(t.value(CUDA_MAX_RESERVED_MB) is not None for t in sweep.trials)
 
 
 def _label(t: TrialRecord) -> str:
