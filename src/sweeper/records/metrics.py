@@ -30,6 +30,7 @@ PEAK_RSS_MB = "sweeper/peak_rss_mb"
 PER_DEVICE_TRAIN_BATCH_SIZE = "sweeper/per_device_train_batch_size"
 PREDICTED_PEAK_GB = "sweeper/predicted_peak_gb"
 REFERENCE = "sweeper/reference"
+RESUMED_AT_STEP = "sweeper/resumed_at_step"  # on every result after a paused trial resumed: the step it resumed from
 STEP = "sweeper/step"  # the optimizer step of a result
 TOKENS_SEEN = "sweeper/tokens_seen"  # tokens trained so far (TRL's num_tokens)
 TORCH_THREADS = "sweeper/torch_threads"

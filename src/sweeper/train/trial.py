@@ -54,7 +54,7 @@ from sweeper.records.metrics import (
 )
 from sweeper.records.schema import AttemptRow
 from sweeper.records.storage import write_record
-from sweeper.train import memory
+from sweeper.train import memory, resume
 from sweeper.train.hf import dpo_config, free_memory, load_model, lora_config, resolve_bf16, set_threads, use_cuda
 
 Report = Callable[[dict[str, Any], str | None], None]
@@ -85,10 +85,15 @@ class MemoryMeter:
 
 
 class ReportCallback(TrainerCallback):
-    """Forwards every TRL log (train and eval) with examples/tokens seen, time and memory."""
+    """Forwards every TRL log (train and eval) with examples/tokens seen, time and memory.
+
+    ``checkpoints`` (the sweep pauses trials, ``early_terminate.on_prune: pause``): every log step also saves a
+    full HF checkpoint (sweeper.train.resume) and each of its results is reported with it, so that the trial can
+    be paused after any result and continue exactly from there."""
 
     def __init__(self, report: Report, examples_per_step: int, started: float, meter: MemoryMeter,
-                 attempt: dict[str, Any] | None = None, beta: float | None = None) -> None:  # fmt: skip
+                 attempt: dict[str, Any] | None = None, beta: float | None = None,
+                 checkpoints: bool = False) -> None:  # fmt: skip
         self.report = report
         self.beta = beta  # the trial's DPO beta, for the guard (rewards are beta x a log-ratio)
         self.examples_per_step = examples_per_step
@@ -98,9 +103,19 @@ class ReportCallback(TrainerCallback):
         self.last: dict[str, Any] = {}
         self.rows: list[dict[str, Any]] = []  # the curve so far, for the margin-hacking guard
         self.step = 0  # the optimizer step running now (where an out-of-memory error struck)
+        self.checkpoints = checkpoints
+        self.held: list[dict[str, Any]] = []  # results of a step being checkpointed, reported with its checkpoint
+        self.resumed: dict[str, Any] = {}  # after a resume: where it resumed, on every result (sweeper.train.resume)
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.step = state.global_step + 1
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        # DefaultFlowCallback (first in the list) has decided whether this step logs or evaluates; the last step
+        # needs no checkpoint (its adapter is the final result's)
+        logs = control.should_log or control.should_evaluate
+        if self.checkpoints and logs and state.global_step < state.max_steps:
+            control.should_save = True
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         if not logs or "train_runtime" in logs:  # the end-of-training summary is reported as the final result
@@ -113,15 +128,30 @@ class ReportCallback(TrainerCallback):
         metrics[GUARD] = guard.verdict(self.rows, self.beta)
         # the latest value of every metric: an eval log carries no train metric (and a train log no eval_ one)
         self.last = {**self.last, **metrics}
+        if control is not None and control.should_save and self.checkpoints:
+            self.held.append(metrics)  # reported by on_save, with the checkpoint of this step
+            return
         self.report(metrics, None)
+
+    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if not self.checkpoints:
+            return
+        checkpoint = resume.finish_checkpoint(args.output_dir, state.global_step, self.elapsed())
+        held, self.held = self.held, []
+        for metrics in held:  # each result with it: the sweep may pause after any of them
+            self.report(metrics, checkpoint)
+
+    def elapsed(self) -> float:
+        return round(time.monotonic() - self.started, 3)
 
     def progress(self, step: int) -> dict[str, Any]:
         return {
             STEP: step,
             EXAMPLES_SEEN: step * self.examples_per_step,
-            ELAPSED_S: round(time.monotonic() - self.started, 3),
+            ELAPSED_S: self.elapsed(),
             **self.meter.read(),
             **self.attempt,
+            **self.resumed,
         }
 
 
@@ -161,6 +191,8 @@ class TrialJob:
     eval_rows: list[dict[str, Any]] = field(default_factory=list)
     cpus: float = 1
     ref_logps: dict[str, Any] | None = None
+    # the sweep may pause the trial (early_terminate.on_prune: pause): a full Trainer checkpoint at every log step
+    pausable: bool = False
 
     def with_training(self, training: TrainingSection) -> TrialJob:
         return dataclasses.replace(self, settings=self.settings.with_training(training))
@@ -232,10 +264,12 @@ def make_trainer(job: TrialJob, loaded: Loaded, work: str, callbacks: list[Any])
 
 
 def run_trial(job: TrialJob, report: Report, callbacks: list[Any] | None = None, attempt: int = 1,
-              probe: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+              probe: dict[str, Any] | None = None, resume_from: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Train one DPO trial; report every log step, then a final result with the adapter as checkpoint.
 
     ``probe`` (filled as it goes) lets the caller see the step and the model of an attempt that raised.
+    ``resume_from``: a checkpoint this trial reported earlier (it was paused): training continues from there
+    (HF's ``resume_from_checkpoint``), its clock from the elapsed time saved with it.
     """
     started = time.monotonic()
     threads = set_threads(job.cpus)
@@ -244,11 +278,17 @@ def run_trial(job: TrialJob, report: Report, callbacks: list[Any] | None = None,
     loaded = load(job)
     probe["model"] = weakref.ref(loaded.base)
     fields = attempt_fields(job.settings, attempt)
-    forward = ReportCallback(report, job.settings.effective_batch, started, meter, fields, job.settings.training.beta)
+    forward = ReportCallback(report, job.settings.effective_batch, started, meter, fields, job.settings.training.beta,
+                             checkpoints=job.pausable)  # fmt: skip
+    if resume_from is not None:
+        progress = resume.restored_progress(resume_from)
+        forward.started -= progress["elapsed_s"]
+        forward.rows = list(progress["logs"])
+        forward.resumed = resume.resume_fields(progress)
     probe["forward"] = forward
     with tempfile.TemporaryDirectory(prefix="sweeper-trial-") as work:
         trainer = make_trainer(job, loaded, work, [forward, *(callbacks or [])])
-        output = trainer.train()
+        output = trainer.train(resume_from_checkpoint=resume_from)
         adapter_dir = Path(work) / "adapter"
         trainer.save_model(str(adapter_dir))
         final = {
@@ -289,12 +329,14 @@ def shared_rows(ref_logps: dict[str, Any] | None, train_rows: list[dict[str, str
 
 
 def run_with_oom_retries(job: TrialJob, report: Report, oom: str = "retry_halved", attempts_path: str | None = None,
-                         callbacks_for: CallbacksFor | None = None) -> dict[str, Any]:  # fmt: skip
+                         callbacks_for: CallbacksFor | None = None,
+                         resume_from: str | None = None) -> dict[str, Any]:  # fmt: skip
     """run_trial, where out of memory is data: each OOM attempt is recorded (``attempts_path``, a path or a
     storage URI, written when any attempt ran out of memory), its memory freed, and with
     ``oom="retry_halved"`` the trial reruns at half the per-device batch and twice the accumulation, down to
     batch 1. When no attempt fits, a final result with ``sweeper/oom: 1`` (and no ``sweeper/done``) is reported
-    and returned: the trial ends, the sweep goes on.
+    and returned: the trial ends, the sweep goes on. ``resume_from`` (a paused trial's checkpoint) applies to the
+    first attempt only: a retry at another batch starts from scratch.
     """
     attempts: list[dict[str, Any]] = []
     for number in itertools.count(1):  # halving reaches batch 1 after log2(batch) attempts
@@ -302,7 +344,8 @@ def run_with_oom_retries(job: TrialJob, report: Report, oom: str = "retry_halved
         probe: dict[str, Any] = {}
         extra = callbacks_for(training) if callbacks_for else []
         try:
-            final = run_trial(job, report, extra, attempt=number, probe=probe)
+            final = run_trial(job, report, extra, attempt=number, probe=probe,
+                              resume_from=resume_from if number == 1 else None)  # fmt: skip
         except OOM_ERRORS as exc:
             error = f"{type(exc).__name__}: {first_line(exc, 300)}"
         else:

@@ -1,0 +1,60 @@
+"""Pausable trials: HF Trainer checkpoints at every log step, and continuing a trial exactly from one.
+
+A sweep with ``early_terminate.on_prune: pause`` pauses a trial below the bar instead of stopping it (Ray Tune's
+``TrialScheduler.PAUSE``) and may resume it later. The trial then needs everything to continue exactly: the
+Trainer's own checkpoint format holds it (the LoRA adapter, ``optimizer.pt``, ``scheduler.pt``, ``rng_state.pth``
+and ``trainer_state.json`` with the step, from which HF skips the batches already trained). sweeper adds
+``sweeper_state.json``: the trial's elapsed seconds, so that its clock (and the compute it is charged) goes on
+counting after the resume.
+
+No Ray here: the caller reports the checkpoint folder and hands a restored one back as ``resume_from``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from sweeper.records.metrics import RESUMED_AT_STEP
+
+# HF's names (transformers.trainer_utils.PREFIX_CHECKPOINT_DIR, trainer.TRAINER_STATE_NAME)
+PREFIX = "checkpoint"
+TRAINER_STATE = "trainer_state.json"
+SWEEPER_STATE = "sweeper_state.json"
+
+
+def finish_checkpoint(output_dir: str, step: int, elapsed_s: float) -> str:
+    """The checkpoint the Trainer just wrote for ``step``, with sweeper's state added; older ones are deleted
+    (each was copied to the trial's storage when it was reported)."""
+    folder = Path(output_dir) / f"{PREFIX}-{step}"
+    (folder / SWEEPER_STATE).write_text(json.dumps({"step": step, "elapsed_s": elapsed_s}) + "\n")
+    for older in Path(output_dir).glob(f"{PREFIX}-*"):
+        if older != folder and older.is_dir():
+            shutil.rmtree(older, ignore_errors=True)
+    return str(folder)
+
+
+def resumable(folder: str | None) -> bool:
+    """Whether a restored checkpoint is a full Trainer checkpoint (a trial's final adapter is not)."""
+    return folder is not None and (Path(folder) / TRAINER_STATE).is_file()
+
+
+def restored_progress(folder: str) -> dict[str, Any]:
+    """What the trial had done when the checkpoint was taken: its step, its elapsed seconds and its logs so far
+    (the guard judges the whole curve, not only what follows the resume)."""
+    trainer_state = json.loads((Path(folder) / TRAINER_STATE).read_text())
+    own = Path(folder) / SWEEPER_STATE
+    sweeper_state = json.loads(own.read_text()) if own.is_file() else {}
+    logs = [row for row in trainer_state.get("log_history", []) if "train_runtime" not in row]
+    return {
+        "step": int(trainer_state.get("global_step", 0)),
+        "elapsed_s": float(sweeper_state.get("elapsed_s", 0.0)),
+        "logs": logs,
+    }
+
+
+def resume_fields(progress: dict[str, Any]) -> dict[str, Any]:
+    """What every result after a resume carries: the step it resumed from (records read it as a continuation)."""
+    return {RESUMED_AT_STEP: progress["step"]}
