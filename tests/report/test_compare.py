@@ -32,6 +32,14 @@ def test_compare_shows_what_differs_and_each_best() -> None:
     assert sum(1 for line in configs.splitlines() if line.startswith("| gradient_accumulation_steps=")) == 4
 
 
+def test_spec_values_read_as_yaml_not_python() -> None:
+    from sweeper.report.compare import spec_value
+
+    assert spec_value([0.003, 0.001]) == "0.003, 0.001"  # a swept grid's values, not a Python list
+    assert (spec_value(False), spec_value(None), spec_value([])) == ("false", "-", "(none)")
+    assert spec_value({"r": 16, "targets": ["q_proj", "v_proj"]}) == "r: 16, targets: q_proj, v_proj"
+
+
 def test_compare_command_writes_reports_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     demo = build_demo(tmp_path / "trials" / "demo")
     out = tmp_path / "reports"

@@ -38,7 +38,7 @@ def render_compare(sweeps: Sequence[SweepRecord]) -> str:
     diffs = spec_differences(sweeps)
     lines += ["", "## What differs in the specs", ""]
     if diffs:
-        lines += table(["spec key", *names], [[f"`{k}`", *[fmt(v) for v in vals]] for k, vals in diffs])
+        lines += table(["spec key", *names], [[f"`{k}`", *[spec_value(v) for v in vals]] for k, vals in diffs])
     else:
         lines.append("Nothing: the specs are the same apart from their names.")
     lines += ["", "## Same configuration, each sweep", "", *_by_config(sweeps)]
@@ -106,6 +106,17 @@ def spec_differences(sweeps: Sequence[SweepRecord]) -> list[tuple[str, list[Any]
         if any(v != values[0] for v in values[1:]):
             out.append((key, values))
     return out
+
+
+def spec_value(value: Any) -> str:
+    """A spec value as the YAML reads: lists as their items, booleans as true/false, unset as '-'."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        return ", ".join(spec_value(v) for v in value) or "(none)"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {spec_value(v)}" for k, v in value.items()) or "(none)"
+    return fmt(value)
 
 
 def _by_config(sweeps: Sequence[SweepRecord]) -> list[str]:

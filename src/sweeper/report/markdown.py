@@ -331,16 +331,23 @@ def plot_lines(sweep: SweepRecord, plots: Sequence[str]) -> list[str]:
 
 def flat_lines(sweep: SweepRecord) -> list[str]:
     """The curves not drawn because they settle on one value in every trial, said in words."""
-    from sweeper.report.figdata import flat_value
-
     out = []
     for metric in ("rewards/margins", "rewards/accuracies", "eval_rewards/accuracies"):
-        flat = flat_value(sweep, metric)
-        if flat is not None:
-            out += ["", f"`{metric}` is {fmt(flat[0])} in every trial from {fmt(flat[1])} examples seen on at the "
-                    "latest: not drawn, it cannot tell the trials apart (compare them on margins or held-out "
-                    "evaluation)."]  # fmt: skip
+        line = flat_line(sweep, metric)
+        if line is not None:
+            out += ["", line]
     return out
+
+
+def flat_line(sweep: SweepRecord, metric: str) -> str | None:
+    """Why a metric's curves are not drawn (it settles on one value in every trial), or None when they are."""
+    from sweeper.report.figdata import flat_value
+
+    flat = flat_value(sweep, metric)
+    if flat is None:
+        return None
+    return (f"`{metric}` is {fmt(flat[0])} in every trial from {fmt(flat[1])} examples seen on at the latest: not "
+            "drawn, it cannot tell the trials apart (compare them on margins or held-out evaluation).")  # fmt: skip
 
 
 def compute_lines(sweep: SweepRecord) -> list[str]:

@@ -15,9 +15,13 @@ import streamlit as st
 from sweeper.errors import SweeperError
 from sweeper.records.store import STATUSES, SweepRecord, best_trial, load_sweep
 from sweeper.report.dashboard import find_sweeps
-from sweeper.report.dashboard.charts import curve_figure, memory_figure
-from sweeper.report.markdown import render_report, status_counts
-from sweeper.report.summary import MARGINS, metric_of, trials_frame
+from sweeper.report.dashboard.frames import details_frame, summary_frame
+from sweeper.report.dashboard.views import render_views
+from sweeper.report.markdown import fmt, status_counts
+from sweeper.report.summary import metric_of
+
+# a model with random weights: its numbers show that the plumbing works, not alignment
+RANDOM_MODELS = ("builtin:tiny-mistral",)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -40,10 +44,11 @@ def main() -> None:
     names = [p.name for p in sweeps]
     chosen = st.sidebar.radio("Sweep", names, index=0)
     statuses = st.sidebar.multiselect("Status", list(STATUSES), default=list(STATUSES))
-    sweep_view(sweeps[names.index(chosen)], statuses, args.refresh)
+    path = sweeps[names.index(chosen)]
+    sweep_view(path, statuses, args.refresh, [p for p in sweeps if p != path])
 
 
-def sweep_view(path: Path, statuses: list[str], refresh_s: float) -> None:
+def sweep_view(path: Path, statuses: list[str], refresh_s: float, others: list[Path]) -> None:
     @st.fragment(run_every=refresh_s if refresh_s > 0 else None)
     def view() -> None:
         try:
@@ -51,49 +56,33 @@ def sweep_view(path: Path, statuses: list[str], refresh_s: float) -> None:
         except SweeperError as exc:
             st.error(str(exc))
             return
-        render_sweep(sweep, statuses)
+        render_sweep(sweep, statuses, others)
 
     view()
 
 
-def render_sweep(sweep: SweepRecord, statuses: list[str]) -> None:
+def render_sweep(sweep: SweepRecord, statuses: list[str], others: list[Path]) -> None:
     metric, goal = metric_of(sweep)
     meta = sweep.meta
     model = (meta.get("spec") or {}).get("model") or {}
     st.header(f"Sweep {sweep.path.name}")
     running = "running" if not meta.get("finished_at") else f"finished {meta['finished_at']}"
-    random_model = " (random weights: its numbers show the plumbing, not alignment)" \
-        if model.get("name_or_path") == "builtin:tiny-mistral" else ""  # fmt: skip
-    st.caption(f"`{model.get('name_or_path', '?')}`{random_model} ({model.get('quantization', '?')}) · metric "
-               f"`{metric}` ({goal}) · started {meta.get('started_at', '?')} · {running} · "
-               f"{status_counts(sweep)}")  # fmt: skip
+    name = model.get("name_or_path", "?")
+    what = " (random model: its numbers show the plumbing, not alignment)" if name in RANDOM_MODELS else ""
+    st.caption(f"`{name}`{what} ({model.get('quantization', '?')}) · metric `{metric}` ({goal}) · started "
+               f"{meta.get('started_at', '?')} · {running} · {status_counts(sweep)}")  # fmt: skip
     best = best_trial(sweep, metric, goal)
     if best is not None:
-        values = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
-        st.markdown(f"**Best so far:** `{best.trial_id}` ({values or 'no swept parameters'}): `{metric}` = "
-                    f"{best.value(metric):.4g}")  # fmt: skip
+        values = ", ".join(f"{k}={fmt(v)}" for k, v in best.params.items())
+        st.markdown(f"**Best so far:** ★ `{best.trial_id}` ({values or 'no swept parameters'}): `{metric}` = "
+                    f"{best.value(metric):.4g}, drawn bold in every view")  # fmt: skip
 
     trials = [t for t in sweep.trials if t.status in statuses]
     st.subheader(f"Trials ({len(trials)} of {len(sweep.trials)})")
-    frame = trials_frame(sweep)
-    if len(frame):
-        frame = frame[frame["status"].isin(statuses)].dropna(axis="columns", how="all")
-    st.dataframe(frame, hide_index=True, width="stretch", key=f"table-{sweep.path.name}")
-
-    left, right = st.columns(2)
-    with left:
-        st.subheader("Margins")
-        st.plotly_chart(curve_figure(trials, MARGINS), key=f"margins-{sweep.path.name}")
-    with right:
-        st.subheader("Accuracies")
-        st.plotly_chart(curve_figure(trials, "rewards/accuracies"), key=f"acc-{sweep.path.name}")
-    if metric not in (MARGINS, "rewards/accuracies"):
-        st.subheader(metric)
-        st.plotly_chart(curve_figure(trials, metric), key=f"metric-{sweep.path.name}")
-    st.subheader("Memory peaks")
-    st.plotly_chart(memory_figure(sweep, trials), key=f"memory-{sweep.path.name}")
-    with st.expander("Report (as `python -m sweeper report` writes it, without the PNG plots)"):
-        st.markdown(render_report(sweep))
+    st.dataframe(summary_frame(sweep, statuses), hide_index=True, width="stretch", key=f"table-{sweep.path.name}")
+    with st.expander("All columns (as in trials.csv)"):
+        st.dataframe(details_frame(sweep, statuses), hide_index=True, key=f"details-{sweep.path.name}")
+    render_views(sweep, statuses, others)
 
 
 main()
