@@ -140,6 +140,16 @@ def test_curves_are_faceted_with_the_winner_bold_and_stopped_trials_faded(tmp_pa
     assert fig.layout.legend.y < 0  # under the panels, never over a curve
 
 
+def test_curves_mark_where_a_trial_was_paused(tmp_path: Path) -> None:
+    sweep = load_sweep(build_demo(tmp_path / "trials" / "demo"))
+    trial = next(t for t in sweep.trials if t.trial_id == "aaaaa_00005")  # paused at 20 examples, resumed, finished
+    trial.events = [{"event": "paused", "examples_seen": 20, "step": 2}, {"event": "resumed", "examples_seen": 20}]
+    fig = curve_figure(sweep, sweep.trials, "rewards/margins")
+    paused = next(t for t in fig.data if t.name == "aaaaa_00005 paused")
+    assert paused.marker.symbol == "diamond-open" and (paused.x, paused.y) == ((16.0,), (0.0,))  # the point before
+    assert next(t for t in fig.data if t.name.startswith("00005")).opacity == 1.0  # it completed: not faded
+
+
 def test_compute_bar_spent_and_saved_at_the_price(tmp_path: Path) -> None:
     sweep = load_sweep(build_demo(tmp_path / "trials" / "demo"))
     fig = compute_figure(compute(sweep))

@@ -34,6 +34,16 @@ def stop_point(t: TrialRecord, metric: str, points: list[tuple[float, float]]) -
     return points[-1]
 
 
+def pause_points(t: TrialRecord, points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The logged points where the trial was paused (``on_prune: pause`` records them in events.json)."""
+    marks = []
+    for event in getattr(t, "events", None) or []:
+        at = event.get("examples_seen")
+        if event.get("event") == "paused" and isinstance(at, int | float) and points:
+            marks.append(max((p for p in points if p[0] <= at), default=points[0], key=lambda p: p[0]))
+    return marks
+
+
 def peak_gib(t: TrialRecord) -> float | None:
     reserved = t.value(CUDA_MAX_RESERVED_MB)
     if reserved is not None:

@@ -23,6 +23,7 @@ from sweeper.report.figdata import (
     ordered,
     parallel_axes,
     param_text,
+    pause_points,
     peak_gib,
     stop_point,
     swept_names,
@@ -37,7 +38,7 @@ __all__ = ["PLOTS", "curve_points", "flat_value", "peak_gib", "stop_point", "wri
 PLOTS = {
     "margins": "`rewards/margins` against examples seen, one panel per value of a swept parameter, coloured by "
     "another (the learning rate where swept); the winner bold; × marks where a trial was pruned (faded), ■ where "
-    "it failed",
+    "it failed, ◇ where it was paused",
     "accuracies": "`rewards/accuracies` against examples seen, panels and colours as above",
     "eval_margins": "held-out `eval_rewards/margins` (TRL's evaluation every `eval_steps`) against examples seen, "
     "panels and colours as above",
@@ -291,6 +292,9 @@ def _faceted_curves(plt: Any, sweep: SweepRecord, metric: str, path: Path) -> bo
                 end = stop_point(t, metric, pts)
                 if end is not None:
                     ax.plot(*end, marker=STATUS_MARKS[t.status], markersize=8, color=c, linestyle="none", zorder=3)
+                for mark in pause_points(t, pts):
+                    ax.plot(*mark, marker="D", markersize=6, markerfacecolor="none", color=c, linestyle="none",
+                            zorder=3)  # fmt: skip
                 if winner:
                     ax.annotate("★ winner", xy=(xs[-1], ys[-1]), xytext=(-4, 6), textcoords="offset points",
                                 ha="right", fontsize=8, fontweight="bold")  # fmt: skip

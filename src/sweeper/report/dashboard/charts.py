@@ -20,6 +20,7 @@ from sweeper.report.figdata import (
     curve_points,
     on_gpu,
     param_text,
+    pause_points,
     peak_gib,
     stop_point,
 )
@@ -65,6 +66,14 @@ def curve_figure(sweep: SweepRecord, trials: Sequence[TrialRecord], metric: str)
                                          name=f"{t.trial_id} {t.status}", hovertext=[f"{t.trial_id}: {why}"],
                                          marker={"symbol": STOP_SYMBOLS[t.status], "size": 11,
                                                  "color": colours[shade], "line": {"width": 2}}),
+                              row=1, col=col)  # fmt: skip
+            paused = pause_points(t, pts)
+            if paused:
+                fig.add_trace(go.Scatter(x=[p[0] for p in paused], y=[p[1] for p in paused], mode="markers",
+                                         showlegend=False, name=f"{t.trial_id} paused",
+                                         hovertext=[f"{t.trial_id}: paused"] * len(paused),
+                                         marker={"symbol": "diamond-open", "size": 11, "color": colours[shade],
+                                                 "line": {"width": 2}}),
                               row=1, col=col)  # fmt: skip
             if winner:
                 fig.add_annotation(x=xs[-1], y=ys[-1], text="<b>★ winner</b>", showarrow=False, xanchor="right",

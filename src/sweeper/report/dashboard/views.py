@@ -117,7 +117,7 @@ def curves_view(page: Page) -> None:
     shown = dict.fromkeys([MARGINS, "rewards/accuracies", *(m for m in EVAL_METRICS if m in logged), metric])
     st.caption("Against examples seen, one panel per value of a swept parameter, coloured by the learning rate; "
                "the winner bold, trials that stopped early faded with a mark where they stopped (× pruned, "
-               "■ failed, ○ unfinished).")  # fmt: skip
+               "■ failed, ○ unfinished; ◇ where a trial was paused).")  # fmt: skip
     for name in shown:
         if not any(curve_points(t, name) for t in trials):
             continue
