@@ -28,7 +28,7 @@ from sweeper.report.dashboard.analysis import (
 )
 from sweeper.report.dashboard.charts import compute_figure, curve_figure, memory_figure
 from sweeper.report.dashboard.frames import details_frame, summary_frame
-from sweeper.report.dashboard.views import VIEWS
+from sweeper.report.dashboard.views import VIEW_KEY, VIEWS
 from sweeper.report.sensitivity import sensitivity
 from sweeper.report.summary import compute
 
@@ -76,8 +76,14 @@ def test_page_shows_table_views_and_report(monkeypatch: pytest.MonkeyPatch) -> N
     at.sidebar.radio[0].set_value("smoke").run()
     assert at.dataframe[0].value.shape[0] == 4
     assert [t.label for t in at.tabs] == list(VIEWS)
-    tabs = {t.label: t for t in at.tabs}
-    charts = {label: len(tab.get("plotly_chart")) for label, tab in tabs.items()}
+    tabs, charts = {}, {}
+    for view in VIEWS:  # open each tab in turn: only the open one runs
+        at.session_state[VIEW_KEY] = view
+        at.run()
+        assert not at.exception
+        tabs[view] = next(t for t in at.tabs if t.label == view)
+        charts[view] = len(tabs[view].get("plotly_chart"))
+        assert len(at.get("plotly_chart")) == charts[view]  # the hidden views drew nothing
     # margins (accuracies are flat: said in words), slices, parallel coordinates, timeline, memory and compute,
     # the two smoke sweeps compared; the report is text
     assert charts == {"Curves": 1, "Sensitivity": 1, "Parallel coordinates": 1, "Timeline": 1,

@@ -29,6 +29,7 @@ from sweeper.report.markdown import compute_lines, flat_line, render_report
 from sweeper.report.sensitivity import Sensitivity, sensitivity
 from sweeper.report.summary import EVAL_METRICS, MARGINS, compute, metric_of
 
+VIEW_KEY = "view"  # session state: the label of the open tab
 REPORT_ABOVE = ("Trials\n", "Details\n")  # the report's sections the page already shows above its views
 VIEWS = ("Curves", "Sensitivity", "Parallel coordinates", "Timeline", "Memory & compute", "Compare sweeps", "Report")
 
@@ -105,9 +106,12 @@ def render_views(sweep: SweepRecord, statuses: Sequence[str], others: Sequence[P
         lambda: compare_view(sweep, others),
         lambda: st.markdown(cached_report(page.key, sweep)),
     ]
-    for tab, draw in zip(st.tabs(list(VIEWS)), draws, strict=True):
+    # only the open tab's view runs (on_change="rerun"): the page reloads every few seconds, and importances or the
+    # report take seconds on a large sweep; the open view is kept across sweeps and reloads
+    for tab, draw in zip(st.tabs(list(VIEWS), key=VIEW_KEY, on_change="rerun"), draws, strict=True):
         with tab:
-            draw()
+            if tab.open is not False:
+                draw()
 
 
 def curves_view(page: Page) -> None:
