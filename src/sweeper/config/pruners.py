@@ -19,7 +19,7 @@ PRUNER_ARGS: dict[str, frozenset[str]] = {
 }
 
 
-OWN_KEYS = frozenset({"type", "pruner", "step_unit", "smoothing", "guard", "warmup_fraction", "metric"})
+OWN_KEYS = frozenset({"type", "pruner", "step_unit", "smoothing", "guard", "warmup_fraction", "metric", "on_prune"})
 
 
 WANDB_KEYS = frozenset({"type", "min_iter", "max_iter", "eta", "s", "strict"})

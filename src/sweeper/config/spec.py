@@ -400,6 +400,10 @@ class EarlyTerminate(BaseModel):
     # The metric the pruner reads; None = the held-out eval_ version of the sweep's metric when training.eval_steps
     # is set (less noisy than train margins at small batches), else the sweep's metric.
     metric: str | None = None
+    # What a trial below the bar gets: stop (pruned for good), or pause (Ray Tune's PAUSE with a full Trainer
+    # checkpoint at every log step; resumed when the bar falls below it, the leader degrades or is flagged by the
+    # guard, or at the end when its upper bound could still beat the winner; sweeper.prune.pause).
+    on_prune: Literal["stop", "pause"] = "stop"
 
     @model_validator(mode="after")
     def _known_arguments(self) -> EarlyTerminate:
@@ -513,6 +517,11 @@ class Spec(_Section):
             raise ValueError("training.precompute_ref_log_probs: TRL's precompute replaces the adapter-disabled "
                              f"reference; with model.reference: {self.model.reference} use one or the "
                              "other")  # fmt: skip
+        et = self.early_terminate
+        if et is not None and et.on_prune == "pause" and self.training.early_stopping_patience is not None:
+            raise ValueError("early_terminate.on_prune: pause keeps a checkpoint at every log step, which early "
+                             "stopping's best-checkpoint saving does not support yet: use on_prune: stop, or remove "
+                             "training.early_stopping_patience")  # fmt: skip
         if self.training.early_stopping_patience is not None and self.training.eval_steps is None:
             raise ValueError("training.early_stopping_patience: early stopping reads held-out evaluations: set "
                              "training.eval_steps too")  # fmt: skip
