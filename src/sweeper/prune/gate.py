@@ -124,6 +124,13 @@ class PruningGate:
         curve.last_step = point
         return bool(curve.optuna_trial.should_prune())
 
+    def still_prunes(self, trial_id: str) -> bool:
+        """The pruner asked again on the trial's values so far (a paused trial: did the bar move below it?)."""
+        curve = self.curves[trial_id]
+        if curve.last_step <= 0:
+            return False
+        return bool(curve.optuna_trial.should_prune())
+
     def complete(self, trial_id: str, value: float | None) -> None:
         import optuna
 
