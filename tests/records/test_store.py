@@ -56,3 +56,22 @@ def test_a_corrupt_sweep_json_is_an_error_naming_the_file(tmp_path: Path) -> Non
     (sweep_dir / "sweep.json").write_text(json.dumps({"name": "smoke"})[:-3])
     with pytest.raises(TrialsError, match="sweep.json: unreadable JSON"):
         load_sweep(sweep_dir)
+
+
+def test_a_paused_trial_that_resumed_is_one_run_with_its_events(tmp_path: Path) -> None:
+    from sweeper.records.store import EVENTS_FILE, last_run
+
+    before = [{"pid": 1, "training_iteration": i, "sweeper/step": 2 * i} for i in (1, 2, 3)]
+    # resumed in a new worker from the checkpoint of its third result: Ray counts on from the checkpoint's iteration
+    after = [{"pid": 2, "training_iteration": i, "sweeper/step": 2 * i, "sweeper/resumed_at_step": 6} for i in (4, 5)]
+    assert last_run(before + after) == before + after  # a continuation, not a rerun
+    rerun = [{"pid": 3, "training_iteration": 1, "sweeper/step": 2}]
+    assert last_run(before + after + rerun) == rerun  # a rerun from scratch still starts a new run
+
+    sweep = copy_smoke(tmp_path)
+    trial = next(d for d in sorted(sweep.iterdir()) if (d / "params.json").is_file())
+    events = [{"event": "paused", "examples_seen": 24}, {"event": "resumed", "examples_seen": 24}]
+    write_json(trial / EVENTS_FILE, events)
+    loaded = {t.path.name: t for t in load_sweep(sweep).trials}
+    assert loaded[trial.name].events == events
+    assert all(t.events == [] for name, t in loaded.items() if name != trial.name)  # never paused

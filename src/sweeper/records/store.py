@@ -8,6 +8,7 @@ Layout (Ray's storage, one folder per trial):
     trials/<name>/<trial>/checkpoint_000000/       the trained LoRA adapter
     trials/<name>/<trial>/pruned.json              written by the pruning scheduler when it stopped the trial
     trials/<name>/<trial>/attempts.json            out-of-memory attempts of the trial (oom: retry_halved)
+    trials/<name>/<trial>/events.json              paused / resumed / pruned, with examples seen (on_prune: pause)
     trials/<name>/infeasible.json                  configs left out by the preflight or out of memory at batch 1
     trials/<name>/<trial>/evaluation.json          held-out evaluation of the trial (run/evalrun), or why skipped
     trials/<name>/evaluation_base.json             the same for the base model(s): row zero of the comparison
@@ -26,12 +27,13 @@ from typing import Any
 from sweeper.errors import TrialsError, first_line
 from sweeper.records.files import write_text_atomic
 from sweeper.records.legacy import legacy_settings
-from sweeper.records.metrics import ATTEMPT, DONE, OOM
+from sweeper.records.metrics import ATTEMPT, DONE, OOM, RESUMED_AT_STEP
 from sweeper.records.schema import AttemptRow, EvaluationRecord, PrunedRecord, SweepMeta, TrialSettingsRecord
 
 SWEEP_FILE = "sweep.json"
 PRUNED_FILE = "pruned.json"
 ATTEMPTS_FILE = "attempts.json"
+EVENTS_FILE = "events.json"  # paused / resumed / pruned, with the examples seen at each (on_prune: pause)
 EVALUATION_FILE = "evaluation.json"
 SETTINGS_FILE = "settings.json"  # the trial's resolved model/data/training settings (plan.TrialSettings.as_dict)
 BASE_EVALUATION_FILE = "evaluation_base.json"
@@ -50,6 +52,9 @@ class TrialRecord:
     adapter: Path | None = None  # the trained LoRA adapter (the trial's last checkpoint)
     pruned: PrunedRecord | None = None  # pruned.json
     attempts: list[AttemptRow] = field(default_factory=list)  # attempts.json; empty when the first attempt fit
+    # events.json (on_prune: pause): [{"event": "paused" | "resumed" | "pruned", "examples_seen", "step", "value",
+    # "reason", "time"}]; empty when the trial was never paused
+    events: list[dict[str, Any]] = field(default_factory=list)
     evaluation: EvaluationRecord | None = None  # evaluation.json
     # settings.json: {"model": {...}, "data": {...}, "training": {...}} as the trial resolved them (load_sweep
     # rebuilds them for records written before it existed; None when even the sweep's spec is missing)
@@ -139,6 +144,7 @@ def load_trial(path: Path) -> TrialRecord:
         adapter=max(path.glob("checkpoint_*"), default=None),
         pruned=pruned,
         attempts=attempts,
+        events=read_json(path / EVENTS_FILE) or [],
         evaluation=read_json(path / EVALUATION_FILE),
         settings=read_json(path / SETTINGS_FILE),
     )
@@ -157,10 +163,13 @@ def trial_status(done: bool, pruned: bool, oom: bool, error: str | None) -> str:
 def last_run(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The results of the trial's last run. A trial rerun from scratch (its node died, `sweeper resume`) appends
     to the same result.json from a new worker process: Ray's ``pid``/``node_ip`` change (and after a node loss
-    ``training_iteration`` starts again at 1; after a resume it goes on counting)."""
+    ``training_iteration`` starts again at 1; after a resume it goes on counting). A paused trial that resumed
+    from its checkpoint (``sweeper/resumed_at_step`` on its results) continues its run: it is not a rerun."""
     start = 0
     for i in range(1, len(results)):
         now, before = results[i], results[i - 1]
+        if now.get(RESUMED_AT_STEP) is not None and now.get(RESUMED_AT_STEP) != before.get(RESUMED_AT_STEP):
+            continue
         process = (now.get("node_ip"), now.get("pid")) != (before.get("node_ip"), before.get("pid"))
         iteration, last = now.get("training_iteration"), before.get("training_iteration")
         restarted = isinstance(iteration, int) and isinstance(last, int) and iteration <= last
