@@ -103,11 +103,15 @@ def test_trials_table_keeps_to_the_reports_summary_columns(tmp_path: Path) -> No
     sweep = load_sweep(build_demo(tmp_path / "trials" / "demo"))
     table = summary_frame(sweep, ["completed", "pruned", "oom", "error"])
     assert list(table.columns) == ["trial", "learning_rate", "gradient_accumulation_steps", "status", "margins final",
-                                   "guard", "GPU-h", "peak memory"]  # fmt: skip
+                                   "guard", "GPU-h", "GPU peak GiB"]  # fmt: skip
     assert len(table.columns) <= 10  # fits a 1280 px window; the rest is under "All columns"
     assert table["trial"].tolist()[1] == "aaaaa_00001 ★"  # the winner
-    assert table["guard"].tolist()[1] == "⚠ flagged"
-    assert table["peak memory"].tolist()[5] == "21.5 / 25.4 GiB alloc/res"
+    assert table["guard"].tolist()[:2] == ["ok", "flagged"]
+    assert table["guard"].isna().tolist()[2]  # the failed trial has no verdict: a blank cell, not "flagged"
+    assert table["GPU peak GiB"].tolist()[5] == 25.4
+    assert table["GPU peak GiB"].isna().tolist()[4]  # out of memory at every attempt: no peak
+    cpu = summary_frame(load_sweep(RECORDED / "smoke"), ["completed"])
+    assert cpu.columns[-1] == "RSS peak MiB" and cpu[cpu.columns[-1]].min() > 600  # RSS, never beside GPU memory
     assert "stop_reason" in details_frame(sweep, ["pruned"]).columns
 
 
@@ -218,7 +222,11 @@ def dashboard(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def grid_dashboard(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """The dashboard on the recorded 24-trial CPU grid (shown first), the 12-trial grid and the smoke sweep."""
+    """The dashboard on the recorded 24-trial CPU grid (shown first), the 12-trial grid, the smoke sweep and the
+    hand-made GPU sweep with a pruned, an out-of-memory and a failed trial (listed last)."""
+    demo = build_demo(tmp_path / "trials" / "demo")
+    stamp = time.time() - 3600
+    os.utime(demo / "sweep.json", (stamp, stamp))
     yield from serve_copies(tmp_path, [BENCHMARKS / "cpu_grid24", BENCHMARKS / "cpu_grid12", RECORDED / "smoke"])
 
 
@@ -296,7 +304,7 @@ def test_dashboard_in_a_real_browser(dashboard, tmp_path: Path) -> None:  # type
             after_page = snapshot(trials)
             add_trial(sweep, next(sweep.glob("*_00000_*")), "2e698_00004")
             page.wait_for_function(f"document.querySelectorAll('{rows}').length == 6", timeout=30_000)
-            new_curve = "[...document.querySelector('.js-plotly-plot').data].some(t => /lr=0.001/.test(t.name))"
+            new_curve = "(document.querySelector('.js-plotly-plot')?.data || []).some(t => /lr=0.001/.test(t.name))"
             page.wait_for_function(new_curve, timeout=30_000)  # and its curve, in the chart already open
         finally:
             browser.close()
@@ -310,8 +318,8 @@ def test_dashboard_in_a_real_browser(dashboard, tmp_path: Path) -> None:  # type
 GRID_VIEWS = {
     "Curves": (1, 24 * 10, "winner bold"),  # margins of 24 trials (accuracies are flat: said in words)
     "Sensitivity": (2, 3, "most sensitive to"),  # importances of 3 parameters; slices of the 24 trials
-    "Parallel coordinates": (1, 24 * 4, None),  # 3 swept values and the final metric per trial
-    "Timeline": (1, 24, None),
+    "Parallel coordinates": (1, 24 * 4, "swept values and final"),  # 3 swept values and the final metric per trial
+    "Timeline": (1, 24, "One bar per trial"),
     "Memory & compute": (2, 24, "CPU-hours"),
     "Compare sweeps": (1, 2, "What differs in the specs"),
     "Report": (0, 0, "Sweep report: cpu_grid24"),
@@ -341,13 +349,35 @@ def charts_with_data(page, n: int) -> list[dict]:  # type: ignore[no-untyped-def
     return list(page.evaluate(CHARTS_JS))
 
 
+def open_view(page, view: str, text: str, n_charts: int) -> list[dict]:  # type: ignore[no-untyped-def]
+    """Click a view's tab; once its text shows and the run that draws it is over (nothing left of the previous
+    tab), its n charts with their data."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    tab = page.get_by_role("tab", name=view)
+    for _ in range(3):  # a click that lands while the page reloads its records can be lost: click again
+        tab.click()
+        try:
+            page.locator("[role=tabpanel]").get_by_text(text).first.wait_for(timeout=20_000)
+            break
+        except PlaywrightTimeout:
+            continue
+    else:
+        pytest.fail(f"the {view} tab never showed {text!r}")
+    drawn = f"({CHARTS_JS})().filter(c => c.points > 0).length == {n_charts}"
+    page.wait_for_function(f"!document.querySelector('[data-stale=true]') && {drawn}", timeout=60_000)
+    return list(page.evaluate(CHARTS_JS))
+
+
 def screenshot(page, path: Path) -> None:  # type: ignore[no-untyped-def]
     """The whole page at the test's width: Streamlit scrolls inside its main block, so the window grows to fit;
     taken between two reloads (Streamlit fades what it is redrawing)."""
     height = min(int(page.evaluate(FITS_JS)["height"]), 8000)
     page.set_viewport_size({"width": WIDTH, "height": max(height, 900)})
     page.wait_for_timeout(500)  # Plotly redraws at the new size
-    page.wait_for_function("!document.querySelector('[data-stale=true]')", timeout=30_000)
+    charts = "[...document.querySelectorAll('[role=tabpanel] [data-testid=stPlotlyChart]')]"
+    drawn = f"{charts}.every(c => c.querySelector('.main-svg'))"
+    page.wait_for_function(f"!document.querySelector('[data-stale=true]') && {drawn}", timeout=30_000)
     page.screenshot(path=str(path))
     page.set_viewport_size({"width": WIDTH, "height": 900})
 
@@ -377,11 +407,8 @@ def test_every_view_renders_with_data_in_a_1280_px_window(grid_dashboard, tmp_pa
             assert "random model" in header  # the builtin tiny model says what it is
             assert "Best so far: ★ f85af_00001" in header  # the winner, named once above the views
             for i, (view, (n_charts, n_points, text)) in enumerate(GRID_VIEWS.items()):
-                page.get_by_role("tab", name=view).click()
-                if text:
-                    page.locator("[role=tabpanel]").get_by_text(text).first.wait_for(timeout=60_000)
-                charts = charts_with_data(page, n_charts) if n_charts else []
-                assert len(charts) >= n_charts, view
+                charts = open_view(page, view, text, n_charts)
+                assert len(charts) == n_charts, view
                 if charts:
                     assert charts[0]["points"] >= n_points, (view, charts[0])
                     assert max(c["right"] for c in charts) <= WIDTH, view  # no chart runs off the window
@@ -394,10 +421,19 @@ def test_every_view_renders_with_data_in_a_1280_px_window(grid_dashboard, tmp_pa
                 if view in ("Curves", "Parallel coordinates"):
                     assert any("winner" in a for a in charts[0]["annotations"]), view  # the winner labelled
                 screenshot(page, shots / f"{i + 1}-{view.lower().replace(' & ', '-').replace(' ', '-')}.png")
+            # a GPU sweep whose trials stopped early: marks where they stopped, and a table that still fits
+            page.get_by_test_id("stRadioGroup").get_by_text("demo", exact=True).click()
+            page.get_by_role("tab", name="Curves").click()
+            page.get_by_text("Trials (6 of 6)").wait_for(timeout=60_000)
+            stops = "(document.querySelector('.js-plotly-plot')?.data || []).filter(t => t.mode == 'markers').length"
+            page.wait_for_function(f"{stops} == 2", timeout=60_000)  # × pruned, ■ failed
+            fits = page.evaluate(FITS_JS)
+            assert fits["page"] <= WIDTH and fits["main"] <= 0 and max(fits["grids"]) <= 0, fits
+            screenshot(page, shots / "8-stopped-trials.png")
         finally:
             browser.close()
     pngs = sorted(shots.glob("*.png"))
-    assert len(pngs) == len(GRID_VIEWS) and all(p.stat().st_size > 20_000 for p in pngs)
+    assert len(pngs) == len(GRID_VIEWS) + 1 and all(p.stat().st_size > 20_000 for p in pngs)
     if os.environ.get("SWEEPER_SCREENSHOTS"):
         target = Path(os.environ["SWEEPER_SCREENSHOTS"])
         target.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """The Streamlit page (run by ``python -m sweeper dashboard``; arguments after Streamlit's ``--``).
 
-Read-only: it loads trials/ with sweeper.records.store and never writes anywhere. The sweep view is a fragment
-that reruns every ``--refresh`` seconds, so a running sweep's new results appear without a reload.
+Read-only: it loads trials/ with sweeper.records.store and never writes anywhere. The sweep's header and table,
+and its open view (views.py), are fragments that rerun every ``--refresh`` seconds, so a running sweep's new results
+appear without a reload.
 """
 
 from __future__ import annotations
@@ -49,19 +50,23 @@ def main() -> None:
 
 
 def sweep_view(path: Path, statuses: list[str], refresh_s: float, others: list[Path]) -> None:
-    @st.fragment(run_every=refresh_s if refresh_s > 0 else None)
-    def view() -> None:
+    """The sweep's header and trials table, then its views: each a fragment that reloads the records."""
+    every = refresh_s if refresh_s > 0 else None
+
+    @st.fragment(run_every=every)
+    def summary() -> None:
         try:
             sweep = load_sweep(path)
         except SweeperError as exc:
             st.error(str(exc))
             return
-        render_sweep(sweep, statuses, others)
+        render_sweep(sweep, statuses)
 
-    view()
+    summary()
+    render_views(path, statuses, others, every)
 
 
-def render_sweep(sweep: SweepRecord, statuses: list[str], others: list[Path]) -> None:
+def render_sweep(sweep: SweepRecord, statuses: list[str]) -> None:
     metric, goal = metric_of(sweep)
     meta = sweep.meta
     model = (meta.get("spec") or {}).get("model") or {}
@@ -79,10 +84,10 @@ def render_sweep(sweep: SweepRecord, statuses: list[str], others: list[Path]) ->
 
     trials = [t for t in sweep.trials if t.status in statuses]
     st.subheader(f"Trials ({len(trials)} of {len(sweep.trials)})")
-    st.dataframe(summary_frame(sweep, statuses), hide_index=True, width="stretch", key=f"table-{sweep.path.name}")
+    st.dataframe(summary_frame(sweep, statuses), hide_index=True, width="stretch", placeholder="-",
+                 key=f"table-{sweep.path.name}")  # fmt: skip
     with st.expander("All columns (as in trials.csv)"):
-        st.dataframe(details_frame(sweep, statuses), hide_index=True, key=f"details-{sweep.path.name}")
-    render_views(sweep, statuses, others)
+        st.dataframe(details_frame(sweep, statuses), hide_index=True, placeholder="-", key=f"details-{sweep.path.name}")
 
 
 main()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from sweeper.records.store import SweepRecord
 from sweeper.report.figdata import winner_id
-from sweeper.report.markdown import SHORT, memory_cell
+from sweeper.report.markdown import SHORT
 from sweeper.report.summary import accounting, metric_of, trials_frame
 
 if TYPE_CHECKING:
@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 def summary_frame(sweep: SweepRecord, statuses: Sequence[str]) -> pd.DataFrame:
     """The report's summary table as values (sortable): trial (★ the winner), swept values, status, the metric's
-    final value, held-out preference rate and guard where recorded, GPU- or CPU-hours, peak memory."""
+    final value, held-out preference rate and guard where recorded, GPU- or CPU-hours, peak memory (CUDA
+    reserved on GPUs, else RSS: the full table has both, and CUDA allocated)."""
     import pandas as pd
 
     full = trials_frame(sweep)
@@ -35,9 +36,12 @@ def summary_frame(sweep: SweepRecord, statuses: Sequence[str]) -> pd.DataFrame:
     if full["heldout_pref_rate"].notna().any():
         out["held-out pref rate"] = full["heldout_pref_rate"].map(lambda v: None if pd.isna(v) else f"{v:.0%}")
     if full["guard"].notna().any():
-        out["guard"] = full["guard"].map(lambda g: "ok" if (g or "ok") == "ok" else "⚠ flagged")
+        out["guard"] = full["guard"].map(lambda g: None if pd.isna(g) else "ok" if g == "ok" else "flagged")
     out[f"{unit}-h"] = full[f"{unit.lower()}_hours"].map(_round)
-    out["peak memory"] = [memory_cell(row) for row in full.to_dict("records")]
+    if full["cuda_max_reserved_mb"].notna().any():  # GPU memory and CPU RSS never in one column
+        out["GPU peak GiB"] = (full["cuda_max_reserved_mb"] / 1024).round(1)
+    else:
+        out["RSS peak MiB"] = full["peak_rss_mb"].round(0)
     return out
 
 

@@ -94,24 +94,37 @@ class Page:
         st.plotly_chart(fig, key=f"{name}-{metric}-{self.sweep.path.name}")
 
 
-def render_views(sweep: SweepRecord, statuses: Sequence[str], others: Sequence[Path]) -> None:
-    """The tabs under the trials table."""
-    page = Page(sweep, tuple(statuses))
-    draws: list[Callable[[], None]] = [
-        lambda: curves_view(page),
-        lambda: sensitivity_view(page),
-        lambda: parallel_view(page),
-        lambda: page.chart("timeline", bool(timeline_spans(sweep)), "The timeline needs 2 trials with Ray timestamps."),
-        lambda: memory_view(page),
-        lambda: compare_view(sweep, others),
-        lambda: st.markdown(cached_report(page.key, sweep)),
+def render_views(path: Path, statuses: Sequence[str], others: Sequence[Path], refresh_s: float | None) -> None:
+    """The tabs under the trials table. Only the open tab's view runs (on_change="rerun": importances or the report
+    take seconds on a large sweep), as a fragment of its own that reloads the records every ``refresh_s``: the tabs
+    stay out of the reloads, so a click on a tab is never undone by one. The open view is kept across sweeps."""
+    draws: list[Callable[[Page, Sequence[Path]], None]] = [
+        lambda page, _: curves_view(page),
+        lambda page, _: sensitivity_view(page),
+        lambda page, _: parallel_view(page),
+        lambda page, _: timeline_view(page),
+        lambda page, _: memory_view(page),
+        lambda page, others: compare_view(page.sweep, others),
+        lambda page, _: st.markdown(cached_report(page.key, page.sweep)),
     ]
-    # only the open tab's view runs (on_change="rerun"): the page reloads every few seconds, and importances or the
-    # report take seconds on a large sweep; the open view is kept across sweeps and reloads
     for tab, draw in zip(st.tabs(list(VIEWS), key=VIEW_KEY, on_change="rerun"), draws, strict=True):
         with tab:
             if tab.open is not False:
-                draw()
+                live_view(path, tuple(statuses), others, refresh_s, draw)
+
+
+def live_view(path: Path, statuses: tuple[str, ...], others: Sequence[Path], refresh_s: float | None,
+              draw: Callable[[Page, Sequence[Path]], None]) -> None:  # fmt: skip
+    @st.fragment(run_every=refresh_s)
+    def view() -> None:
+        try:
+            sweep = load_sweep(path)
+        except SweeperError as exc:
+            st.error(str(exc))
+            return
+        draw(Page(sweep, statuses), others)
+
+    view()
 
 
 def curves_view(page: Page) -> None:
@@ -161,6 +174,13 @@ def parallel_view(page: Page) -> None:
                "winner black and bold.")  # fmt: skip
     page.chart("parallel", parallel_axes(page.sweep) is not None,
                "Parallel coordinates need a swept parameter and 2 completed trials.")  # fmt: skip
+
+
+def timeline_view(page: Page) -> None:
+    st.caption("One bar per trial from its first to its last result on the sweep's clock, coloured by how it ended "
+               "(hatched: retried after running out of memory, outlined: the winner): how well the hardware was "
+               "used.")  # fmt: skip
+    page.chart("timeline", bool(timeline_spans(page.sweep)), "The timeline needs 2 trials with Ray timestamps.")
 
 
 def memory_view(page: Page) -> None:
