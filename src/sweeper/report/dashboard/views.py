@@ -57,12 +57,12 @@ def figure(name: str, key: tuple[Any, ...], statuses: tuple[str, ...], metric: s
     return FIGURES[name](_sweep, [t for t in _sweep.trials if t.status in statuses], metric)
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
+@st.cache_data(max_entries=32, show_spinner="Ranking the parameters (Optuna's PED-ANOVA and fANOVA)...")
 def cached_sensitivity(key: tuple[Any, ...], _sweep: SweepRecord) -> Sensitivity | None:
     return sensitivity(_sweep, *metric_of(_sweep))
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
+@st.cache_data(max_entries=32, show_spinner="Writing the report...")
 def cached_report(key: tuple[Any, ...], _sweep: SweepRecord) -> str:
     """The report without its tables of trials: the page shows them above the views, sortable, and the report's
     markdown tables would run wider than the window."""
