@@ -6,6 +6,7 @@ is rejected by the Tuner); that churn is absorbed here. See ../shared/RECIPES.md
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -30,6 +31,7 @@ def _trainable(config: dict[str, Any], *, plan: SweepPlan, train_rows: list[dict
 
     from sweeper.records.storage import trial_record, write_record
     from sweeper.records.store import ATTEMPTS_FILE, SETTINGS_FILE
+    from sweeper.train.resume import resumable
     from sweeper.train.trial import TrialJob, oom_injection, run_with_oom_retries
 
     spec = plan.spec
@@ -49,15 +51,19 @@ def _trainable(config: dict[str, Any], *, plan: SweepPlan, train_rows: list[dict
         tune.report(metrics, checkpoint=checkpoint)
 
     # model.reference: shared: the sweep's reference log-probs of this trial's group (sweeper.tune.refshare)
+    pausable = pauses(spec)  # a checkpoint at every log step, and a resume from Ray's checkpoint
     job = TrialJob(trial.settings, train_rows, eval_rows, spec.resources.cpus_per_trial,
-                   (refs or {}).get(trial.reference_group))  # fmt: skip
-    run_with_oom_retries(
-        job,
-        report,
-        oom=spec.resources.oom,
-        attempts_path=trial_record(experiment, trial_dir, ATTEMPTS_FILE),
-        callbacks_for=oom_injection(os.environ),  # None unless a test sets SWEEPER_TEST_OOM_AT_STEP
-    )
+                   (refs or {}).get(trial.reference_group), pausable=pausable)  # fmt: skip
+    restored = tune.get_checkpoint() if pausable else None  # a paused trial, resumed: its last checkpoint
+    with restored.as_directory() if restored is not None else contextlib.nullcontext() as folder:
+        run_with_oom_retries(
+            job,
+            report,
+            oom=spec.resources.oom,
+            attempts_path=trial_record(experiment, trial_dir, ATTEMPTS_FILE),
+            callbacks_for=oom_injection(os.environ),  # None unless a test sets SWEEPER_TEST_OOM_AT_STEP
+            resume_from=folder if resumable(folder) else None,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,21 +75,32 @@ def pruning_scheduler(plan: SweepPlan, step_key: str, pruner_name: str, experime
     from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
     from sweeper.prune.decide import pruned_record, stop_reason
+    from sweeper.prune.guard import is_flagged
+    from sweeper.prune.pause import event, pause_book
     from sweeper.records.storage import trial_record, write_record
-    from sweeper.records.store import PRUNED_FILE
+    from sweeper.records.store import EVENTS_FILE, PRUNED_FILE
 
     spec, gate = plan.spec, plan.gate
     assert gate is not None, "pruning needs the plan's gate settings: compile the plan with n_train and storage"
     metric = pruning_metric(spec)  # the held-out eval_ metric when the trials evaluate
     guard_mode = spec.early_terminate.guard if spec.early_terminate else "off"
+    pausing = pauses(spec)
+    maximize = spec.metric.goal == "maximize"
+    limit = spec.resources.max_concurrent_trials
 
     class OptunaPruningScheduler(FIFOScheduler):
-        """Asks the sweep's PruningGate after every result; STOP writes <trial>/pruned.json (in storage)."""
+        """Asks the sweep's PruningGate after every result; STOP writes <trial>/pruned.json (in storage).
+
+        With ``on_prune: pause`` a trial below the bar is PAUSED instead (Ray keeps its last checkpoint and frees
+        its resources), and ``choose_trial_to_run`` resumes it when sweeper.prune.pause says the evidence changed;
+        paused, resumed and pruned are written to <trial>/events.json with the examples seen at each."""
 
         def __init__(self) -> None:
             super().__init__()
             self.last_step: dict[str, int] = {}
             self.planned: dict[str, int] = {}
+            self.events: dict[str, list[dict[str, Any]]] = {}
+            self.asked: tuple[int, int, bool] | None = None  # the evidence choose_trial_to_run last decided on
 
         def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
             if trial.status in ("TERMINATED", "ERROR"):  # restored by `sweeper resume`: already told to the study
@@ -104,22 +121,157 @@ def pruning_scheduler(plan: SweepPlan, step_key: str, pruner_name: str, experime
             planned = self.planned[trial.trial_id]
             at_end = int(result.get(EXAMPLES_SEEN) or 0) >= planned  # its last log: let it finish
             g = build_gate(gate)
+            book = pause_book(gate.key, maximize) if pausing else None
+            if book is not None:
+                book.observe(trial.trial_id, int(result.get(EXAMPLES_SEEN) or 0), value, is_flagged(verdict))
             reason = stop_reason(g, trial.trial_id, int(step), value, verdict=verdict, guard=guard_mode,
                                  at_end=at_end, why=f"{pruner_name} pruner on {metric}")  # fmt: skip
             if reason is None:
                 return TrialScheduler.CONTINUE
+            hacking = guard_mode == "prune" and is_flagged(verdict)  # the guard stops for good, paused or not
+            if book is not None and not hacking:
+                if trial.trial_id in book.final:  # resumed at the end: it runs to its end
+                    return TrialScheduler.CONTINUE
+                if book.may_pause(trial.trial_id):
+                    book.pause(trial.trial_id, result, value, reason, planned)
+                    self.note(trial, "paused", result, value, reason)
+                    return TrialScheduler.PAUSE
             g.prune(trial.trial_id)
             record = pruned_record(result, planned, value, reason)
             write_record(trial_record(experiment, trial.path, PRUNED_FILE), record)
+            if book is not None:
+                book.forget(trial.trial_id)
+                self.note(trial, "pruned", result, value, reason)
             return TrialScheduler.STOP
 
+        def choose_trial_to_run(self, tune_controller: Any) -> Any:
+            if not pausing:
+                return super().choose_trial_to_run(tune_controller)
+            trials = tune_controller.get_trials()
+            pending = [t for t in trials if t.status == "PENDING"]
+            if pending:  # new (and already resumed) trials first
+                return pending[0]
+            book = pause_book(gate.key, maximize)
+            waiting = [t for t in trials if t.status == "PAUSED" and t.trial_id in book.paused]
+            active = sum(t.status == "RUNNING" for t in trials)
+            if not waiting or (limit is not None and active >= limit):
+                return None
+            finished = not active and tune_controller.search_alg.is_finished()
+            asked = (book.version, len(waiting), finished)
+            if asked == self.asked:  # called on every loop of the controller: ask again only when something changed
+                return None
+            g = build_gate(gate)
+            for t in waiting:
+                why = book.why_resume(t.trial_id, g)
+                if why is not None:
+                    return self.resume(t, why, final=False)
+            self.asked = asked
+            if not finished:
+                return None  # the evidence may still change
+            resume, prune = book.endgame()
+            winner = book.winner()
+            for t in waiting:
+                if t.trial_id in prune:
+                    self.prune_paused(tune_controller, t, f"its upper bound {_num(book.upper_bound(t.trial_id))} "
+                                      f"cannot beat the winner's {_num(winner)}")  # fmt: skip
+            if not resume:
+                return None
+            chosen = next(t for t in waiting if t.trial_id == resume[0])
+            bound = _num(book.upper_bound(chosen.trial_id))
+            why = (f"its upper bound {bound} could beat the winner's {_num(winner)}" if winner is not None else
+                   f"no trial completed: the paused trial with the best upper bound ({bound})")  # fmt: skip
+            return self.resume(chosen, why, final=True)
+
+        def resume(self, trial: Any, why: str, final: bool) -> Any:
+            paused = pause_book(gate.key, maximize).resume(trial.trial_id, final=final)
+            self.note(trial, "resumed", paused.result, paused.value, why)
+            return trial
+
+        def prune_paused(self, tune_controller: Any, trial: Any, why: str) -> None:
+            """A paused trial that can no longer beat the winner: pruned where it was paused, and stopped."""
+            book = pause_book(gate.key, maximize)
+            paused = book.paused[trial.trial_id]
+            build_gate(gate).prune(trial.trial_id)
+            reason = f"{paused.reason}; paused, and {why}"
+            write_record(trial_record(experiment, trial.path, PRUNED_FILE),
+                         pruned_record(paused.result, paused.planned, paused.value, reason))  # fmt: skip
+            book.forget(trial.trial_id)
+            self.note(trial, "pruned", paused.result, paused.value, reason)
+            tune_controller.stop_trial(trial)
+
+        def note(self, trial: Any, kind: str, result: dict, value: Any, reason: str) -> None:
+            line = event(kind, result, value, reason, time.time())
+            self.events.setdefault(trial.trial_id, []).append(line)
+            write_record(trial_record(experiment, trial.path, EVENTS_FILE), self.events[trial.trial_id])
+            if kind != "pruned":  # the progress callback prints pruned trials
+                print(f"[{trial.trial_id}] {kind} at {line['examples_seen']} examples ({metric} {_num(value)}): "
+                      f"{reason}", flush=True)  # fmt: skip
+
         def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
-            build_gate(gate).complete(trial.trial_id, (result or {}).get(metric))
+            value = (result or {}).get(metric)
+            build_gate(gate).complete(trial.trial_id, value)
+            if pausing:
+                pause_book(gate.key, maximize).complete(trial.trial_id, value if (result or {}).get(DONE) else None)
 
         def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
             build_gate(gate).fail(trial.trial_id)
+            if pausing:
+                pause_book(gate.key, maximize).forget(trial.trial_id)
 
     return OptunaPruningScheduler()
+
+
+def _num(value: Any) -> str:
+    return "none" if not isinstance(value, int | float) else f"{value:.4g}"
+
+
+def pauses(spec: Any) -> bool:
+    """Whether the sweep pauses trials below the bar (``early_terminate.on_prune: pause``) instead of stopping them."""
+    et = spec.early_terminate
+    return et is not None and et.on_prune == "pause"
+
+
+def pausing_search(plan: SweepPlan, searcher: Any) -> Any:
+    """The search algorithm of a pausing sweep: ``max_concurrent_trials`` counts running trials only, so a paused
+    trial frees its slot (and its GPU) for the next one. Ray's own limits count paused trials as live."""
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
+
+    from sweeper.prune.pause import pause_book
+
+    assert plan.gate is not None
+    key, maximize = plan.gate.key, plan.spec.metric.goal == "maximize"
+    limit = plan.spec.resources.max_concurrent_trials
+
+    def running(live: set[str]) -> int:
+        return len(live - set(pause_book(key, maximize).paused))
+
+    if searcher is None:
+
+        class _Variants(BasicVariantGenerator):
+            def next_trial(self) -> Any:
+                if limit is not None and running(self._live_trials) >= limit:
+                    return None
+                return super().next_trial()  # built without a limit of its own
+
+        return _Variants()
+    if limit is None:
+        return searcher
+
+    class _Limiter(ConcurrencyLimiter):
+        def suggest(self, trial_id: str) -> dict | None:
+            if running(self.live_trials) >= self.max_concurrent:
+                return None
+            suggestion = self.searcher.suggest(trial_id)
+            if suggestion not in (None, Searcher.FINISHED):
+                self.live_trials.add(trial_id)
+                self.num_unfinished_live_trials += 1
+            return suggestion
+
+    return _Limiter(searcher, max_concurrent=limit)
+
+
+# Checkpoints kept per trial of a pausing sweep (Ray deletes older ones as new ones are reported).
+PAUSED_CHECKPOINTS_KEPT = 2
 
 
 # Proposals in a row that may be ruled out (infeasible) before the searcher says the space is exhausted.
@@ -317,7 +469,7 @@ def run_sweep(plan: SweepPlan, train_rows: list[dict[str, str]], eval_rows: list
             num_samples=search.num_samples,
             search_alg=search.searcher,
             scheduler=search.scheduler,
-            max_concurrent_trials=spec.resources.max_concurrent_trials,
+            max_concurrent_trials=search.max_concurrent,
             reuse_actors=spec.resources.reuse_actors,  # off: every trial in a fresh process; each loads its model
             trial_dirname_creator=lambda t: _dirname(t, names),
         ),
@@ -328,6 +480,9 @@ def run_sweep(plan: SweepPlan, train_rows: list[dict[str, str]], eval_rows: list
             callbacks=[_callback(printer, trackers)],
             # a trial whose worker or node died (or that raised) reruns from scratch, up to max_failures times
             failure_config=tune.FailureConfig(max_failures=max_failures),
+            # a pausing sweep reports a checkpoint at every log step: keep the last two (the final adapter, or the
+            # checkpoint a paused trial resumes from, is always the latest)
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=PAUSED_CHECKPOINTS_KEPT) if pauses(spec) else None,
         ),
     )
     started = time.monotonic()
@@ -341,20 +496,28 @@ class _Search:
     n_planned: int
     scheduler: Any  # the pruning scheduler on the plan's gate, or None (Tune's FIFO)
     searcher: Any  # bayes: TPE proposals from the same study; None: the grid/random configs as listed
+    max_concurrent: int | None  # Tune's max_concurrent_trials (None when a pausing search limits it itself)
 
 
 def _search(plan: SweepPlan, experiment: str) -> _Search:
     """What Tune runs: the listed configs, or TPE proposals (bayes), behind the pruning scheduler when there is one."""
     from ray import tune
 
+    from sweeper.prune.pause import forget_book
+
     spec, scheduler = plan.spec, None
     if plan.gate is not None:
         forget_gate(plan.gate)  # a fresh study object per run (an earlier run may have left one)
+        forget_book(plan.gate.key)
         et = spec.early_terminate
         step_key = TOKENS_SEEN if et is not None and et.step_unit == "tokens" else EXAMPLES_SEEN
         name = "hyperband" if et is not None and et.type == "hyperband" else (et.pruner if et else "nop")
         scheduler = pruning_scheduler(plan, step_key, name, experiment)
+    searcher = study_searcher(plan) if spec.method == "bayes" else None
+    limit = spec.resources.max_concurrent_trials
+    if plan.gate is not None and pauses(spec):
+        searcher, limit = pausing_search(plan, searcher), None
     if spec.method == "bayes":
         n = int(spec.run_cap or 1)
-        return _Search({}, n, n, scheduler, study_searcher(plan))
-    return _Search({"params": tune.grid_search(plan.configs)}, 1, len(plan.configs), scheduler, None)
+        return _Search({}, n, n, scheduler, searcher, limit)
+    return _Search({"params": tune.grid_search(plan.configs)}, 1, len(plan.configs), scheduler, searcher, limit)
