@@ -14,10 +14,14 @@ refits it from peaks measured in a sweep. The terms, per trial setting:
   fp32 otherwise; optimizer states 8 bytes/param for 32-bit Adam, 2 for 8-bit. Paged optimizers can spill
   their states to CPU under pressure; they are counted as resident (an upper bound, and small).
 - activations, per token of a micro-batch (chosen + rejected: 2 x batch x max_length tokens at worst):
-  with gradient checkpointing every layer keeps its 16-bit input and one layer is recomputed in full during
-  backward; without, every layer keeps everything. SDPA/flash attention (no seq^2 term).
+  with gradient checkpointing every layer's input, the last layer's output and the final norm's are kept and one
+  layer is recomputed in full during backward; without, every layer keeps everything. LoRA dropout makes each
+  adapter keep its own copy of its input and a mask. SDPA/flash attention (no seq^2 term).
 - logits: ``"full"`` materializes fp32 logits, their log-softmax and its gradient (vocab x tokens x 3),
-  as TRL < 1.0 did (the seed); ``"chunked"`` is TRL >= 1.x's fused LM head (4096-token chunks).
+  as TRL < 1.0 did (the seed); ``"chunked"`` is TRL >= 1.x's fused LM head: one [4096 tokens x 32768 vocabulary
+  columns] tile in the compute dtype and the fp32 gradient of the hidden states.
+- the compute dtype: bf16 on a GPU (``compute_bytes`` 2); a CPU trial computes in fp32 (4), which
+  benchmarks/memory_physics.py uses to check every term against one real step's tensors.
 
 Light module: imports neither torch, transformers nor ray.
 """
@@ -42,6 +46,10 @@ LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 # process with bitsandbytes; an assumption, not measured here: no GPU was lent to this work).
 OVERHEAD_GB = 1.0
 LOGIT_CHUNK_TOKENS = 4096  # trl/kernels/chunked_logprob.py TOKEN_CHUNK_SIZE (TRL 1.16)
+LOGIT_VOCAB_CHUNK = 32768  # trl/trainer/utils.py _CHUNKED_LOGPROB_CHUNK_SIZE: the fused head's tile width
+# The fused head's torch fallback (devices without Triton: a CPU) holds this many fp32 tiles at its peak, in
+# _backward_tile: y, z, log_p, p, grad, is_target.float(), (is_target - p) and its product with the gradient.
+TORCH_TILE_TEMPORARIES = 8
 
 
 @dataclass(frozen=True)
@@ -144,6 +152,9 @@ class Setup:
     gradient_checkpointing: bool = True
     logits: str = "chunked"  # chunked (TRL >= 1.x) | full (TRL < 1.0, the seed)
     attention: str = "sdpa"  # sdpa / flash (no seq^2 tensor kept) | eager (keeps heads x seq^2 probabilities)
+    lora_dropout: float = 0.05  # > 0: every adapter keeps its dropped-out input and the mask for backward
+    compute_bytes: int = 2  # bytes per activation: bf16/fp16 on a GPU; 4 for fp32 (what a CPU trial computes in)
+    device: str = "cuda"  # cuda: the fused LM head runs in Triton | cpu: in torch, with full-tile temporaries
 
     @property
     def tokens(self) -> int:
@@ -185,8 +196,8 @@ def weight_bytes(setup: Setup) -> float:
     elif setup.quantization == "8bit":
         per = 1.0
     else:
-        per = 2.0
-    return shape.n_linear() * per + shape.n_embedding() * 2.0
+        per = float(setup.compute_bytes)
+    return shape.n_linear() * per + shape.n_embedding() * float(setup.compute_bytes)  # embeddings stay unquantized
 
 
 def lora_bytes(setup: Setup) -> float:
@@ -208,14 +219,16 @@ def optimizer_state_bytes(optim: str) -> float:
 
 
 def layer_bytes_per_token(setup: Setup) -> float:
-    """16-bit tensors one decoder layer saves for backward, per token (SDPA attention, QLoRA adapters)."""
-    shape = setup.shape
+    """Bytes one decoder layer keeps for backward, per token (SDPA attention, LoRA adapters)."""
+    shape, c = setup.shape, setup.compute_bytes
     h, i, kv = shape.hidden_size, shape.intermediate_size, shape.kv_dim
-    norms = 2 * (4 * h + 2 * h)  # two RMSNorms: fp32 input upcast + 16-bit output
-    attention = 2 * (h + 2 * kv) + 2 * h  # q, k, v after RoPE + the attention output (o_proj's input)
-    mlp = 4 * 2 * i  # gate, up, silu(gate), silu(gate) * up (down_proj's input)
-    dims = shape.linear_dims()
-    lora = sum(2 * dims[m][0] for m in setup.adapted())  # each adapter keeps its (dropout) input
+    norms = 2 * (max(c, 4) * h + c * h)  # two RMSNorms: the fp32 copy of the input (the input itself in fp32) + output
+    attention = c * (h + 2 * kv) + c * h  # q, k, v after RoPE + the attention output (o_proj's input)
+    mlp = 4 * c * i  # gate, up, silu(gate), silu(gate) * up (down_proj's input)
+    dims, adapted = shape.linear_dims(), setup.adapted()
+    lora = len(adapted) * setup.lora_r * c  # A's output, which B keeps
+    if setup.lora_dropout > 0:  # each adapter's own dropped-out input and its mask (bool); without dropout A reads
+        lora += sum((c + 1) * dims[m][0] for m in adapted)  # the layer's input, already kept
     return norms + attention + mlp + lora
 
 
@@ -230,21 +243,40 @@ def activation_bytes(setup: Setup) -> float:
     """Nominal activation bytes of one micro-batch (ACTIVATION_COEF scales them)."""
     shape, tokens = setup.shape, setup.tokens
     one_layer = tokens * layer_bytes_per_token(setup) + attention_bytes(setup)
-    if setup.gradient_checkpointing:  # every layer's input, plus one layer recomputed during backward
-        return tokens * shape.num_hidden_layers * 2 * shape.hidden_size + one_layer
+    if setup.gradient_checkpointing:  # every layer's input and the last one's output, + one layer recomputed
+        return checkpoint_bytes(setup) + one_layer
     return shape.num_hidden_layers * one_layer
 
 
+def checkpoint_bytes(setup: Setup) -> float:
+    """What gradient checkpointing keeps through the forward: each layer's input (held by its checkpoint for the
+    recompute), the last layer's output, and what the final norm keeps: its output (which the fused LM head reads
+    in backward) and, below fp32, its fp32 copy of the input."""
+    shape, c = setup.shape, setup.compute_bytes
+    hidden = setup.tokens * shape.hidden_size
+    return hidden * ((shape.num_hidden_layers + 2) * c + (4 if c < 4 else 0))
+
+
 def logit_bytes(setup: Setup) -> float:
-    tokens = setup.tokens if setup.logits == "full" else min(setup.tokens, LOGIT_CHUNK_TOKENS)
-    return 3 * 4.0 * tokens * setup.shape.vocab_size  # fp32 logits, log-softmax, gradient
+    """The LM head's peak: full fp32 logits, their log-softmax and gradient (TRL < 1.0), or TRL 1.x's fused head:
+    one [4096-token x 32768-column] tile in the compute dtype and the fp32 gradient of the hidden states (on a CPU
+    the torch fallback adds TORCH_TILE_TEMPORARIES fp32 tiles as wide as the vocabulary chunk)."""
+    shape = setup.shape
+    if setup.logits == "full":
+        return 3 * 4.0 * setup.tokens * shape.vocab_size
+    rows = min(setup.tokens, LOGIT_CHUNK_TOKENS)
+    chunked = rows * LOGIT_VOCAB_CHUNK * setup.compute_bytes + setup.tokens * shape.hidden_size * 4.0
+    if setup.device == "cpu":
+        chunked += TORCH_TILE_TEMPORARIES * rows * min(shape.vocab_size, LOGIT_VOCAB_CHUNK) * 4.0
+    return chunked
 
 
 # Fitted, not measured: calibrate() on SEED's setup with the seed's two in-range readings (batch 2 -> 27.5 GB,
-# batch 8 -> 57.5 GB, the midpoints of 25-30 and 50-65) gives 1.92. It absorbs what the nominal count leaves
-# out: allocator fragmentation (reserved > allocated with varying lengths), dequantization and dropout
-# temporaries. With 1.0 the seed's setup predicts 17 / 40 / 69 GB at batch 2 / 8 / 16. README "Memory".
-ACTIVATION_COEF = 1.92
+# batch 8 -> 57.5 GB, the midpoints of 25-30 and 50-65) gives 1.78. It absorbs what the nominal count leaves
+# out: allocator fragmentation (reserved > allocated with varying lengths) and dequantization temporaries; the
+# terms themselves are checked on CPU by benchmarks/memory_physics.py. With 1.0 the seed's setup predicts
+# 17.6 / 41.2 / 72.6 GB at batch 2 / 8 / 16. README "Memory".
+ACTIVATION_COEF = 1.78
 
 
 def predict(setup: Setup, coef: float = ACTIVATION_COEF) -> Breakdown:
@@ -282,6 +314,7 @@ def setup_from_settings(settings: TrialSettings, reference: str | None = None) -
         lora_targets=targets if isinstance(targets, str) else tuple(targets),
         optim=training.optim,
         gradient_checkpointing=bool(training.gradient_checkpointing),
+        lora_dropout=float(model.lora.lora_dropout),
         attention="eager" if model.attn_implementation == "eager" else "sdpa",
         # Liger's fused linear + log-prob never materializes the logits: the chunked term bounds it from above
         logits="chunked",
@@ -299,11 +332,13 @@ def assumptions(settings: TrialSettings) -> str:
     attention = ("eager attention (heads x seq^2 probabilities kept)" if setup.attention == "eager"
                  else f"{model.attn_implementation or 'sdpa'} attention (no seq^2 tensor)")  # fmt: skip
     return (
-        f"TRL >= 1.0 chunked log-probs ({LOGIT_CHUNK_TOKENS}-token chunks, not full fp32 logits), {attention}, "
+        f"TRL >= 1.0 chunked log-probs ({LOGIT_CHUNK_TOKENS}-token chunks, not full fp32 logits), bf16 compute, "
+        f"{attention}, LoRA dropout {model.lora.lora_dropout:g}, "
         f"gradient checkpointing {'on' if training.gradient_checkpointing else 'off'}, every sequence at "
         f"max_length {settings.data.max_length} (worst case), reference {model.reference}"
         f"{' (a second copy of the weights)' if model.reference == 'separate' else ' (no second copy)'}, "
-        f"{quant}, {OVERHEAD_GB:g} GB CUDA overhead, activation coefficient fitted to the seed's readings"
+        f"{quant}, {OVERHEAD_GB:g} GB CUDA overhead, activation coefficient {ACTIVATION_COEF:g} fitted to the seed's "
+        "readings (the terms are checked on CPU by benchmarks/memory_physics.py)"
     )
 
 
@@ -370,7 +405,7 @@ def _coef_band() -> tuple[float, float]:
 
 
 # The prediction band: the activation term at the coefficients that fit the low and the high ends of the seed's
-# readings (1.56 and 2.28 around 1.92), scaled with the coefficient when a sweep refits it. It is the spread
+# readings (1.44 and 2.12 around 1.78), scaled with the coefficient when a sweep refits it. It is the spread
 # of the one fitted term, not of the shape-counted ones (weights, LoRA, overhead), and no GPU measurement of
 # today's stack narrows it yet.
 COEF_BAND = _coef_band()
