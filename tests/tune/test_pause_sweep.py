@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import optuna
@@ -58,6 +59,11 @@ def test_a_paused_trial_is_resumed_and_ends_as_the_winner(tmp_path: Path) -> Non
     assert winner.final[EXAMPLES_SEEN] == 96
     assert winner.final[ELAPSED_S] > winner.curve[2][ELAPSED_S]
     assert "paused at 24 examples" in stdout and "resumed at 24 examples" in stdout
+    assert stdout.count("resumed from its checkpoint") == 1 and stdout.count("started (") == 2
+    tracked = [json.loads(line) for line in (tmp_path / "trials" / "pausing" / "tracking.jsonl").open()]
+    for trial in (winner, weak):  # one tracking run per trial, paused or not
+        assert [r["event"] for r in tracked if r.get("trial_id") == trial.trial_id and r["event"] != "result"] == [
+            "start", "end"]  # fmt: skip
 
     db = tmp_path / "trials" / "pausing" / "optuna.db"
     study = optuna.load_study(study_name="pausing", storage=f"sqlite:///{db}")

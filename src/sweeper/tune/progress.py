@@ -36,6 +36,9 @@ class ProgressPrinter:
     def start(self, trial: Any) -> None:
         self.say(f"{self._tag(trial)} started ({trial.trial_id})")
 
+    def resumed(self, trial: Any) -> None:
+        self.say(f"{self._tag(trial)} resumed from its checkpoint ({trial.trial_id})")
+
     def result(self, trial: Any, result: dict[str, Any]) -> None:
         if result.get(OOM):
             self.say(f"{self._tag(trial)} out of memory at every per-device batch tried "

@@ -345,12 +345,20 @@ def _dirname(trial: Any, names: list[str]) -> str:
     return f"{trial.trial_id}--{re.sub(r'[^A-Za-z0-9_.=-]', '', text)}"[:120].rstrip("-")
 
 
-def _callback(printer: ProgressPrinter, trackers: Any = None) -> Any:
-    """Progress lines, and the sweep's trackers (sweeper.records.tracking: they run here, in the driver)."""
+def _callback(printer: ProgressPrinter, trackers: Any = None, pausing: bool = False) -> Any:
+    """Progress lines, and the sweep's trackers (sweeper.records.tracking: they run here, in the driver). In a
+    pausing sweep a trial that starts again continues from its checkpoint: the same tracking run goes on."""
     from ray import tune
 
     class _Progress(tune.Callback):
+        def __init__(self) -> None:
+            self.started: set[str] = set()
+
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            if pausing and trial.trial_id in self.started:  # resumed from its checkpoint: the same run goes on
+                printer.resumed(trial)
+                return
+            self.started.add(trial.trial_id)
             printer.start(trial)
             if trackers is not None:
                 trackers.start_trial(trial.trial_id, trial.config.get("params", {}))
@@ -477,7 +485,7 @@ def run_sweep(plan: SweepPlan, train_rows: list[dict[str, str]], eval_rows: list
             name=spec.name,
             storage_path=spec.output.storage or str(trials_root.resolve()),
             verbose=0,
-            callbacks=[_callback(printer, trackers)],
+            callbacks=[_callback(printer, trackers, pauses(spec))],
             # a trial whose worker or node died (or that raised) reruns from scratch, up to max_failures times
             failure_config=tune.FailureConfig(max_failures=max_failures),
             # a pausing sweep reports a checkpoint at every log step: keep the last two (the final adapter, or the
