@@ -168,3 +168,14 @@ def test_halve_keeps_the_effective_batch(batch: int, accumulation: int, expected
     assert (smaller.per_device_train_batch_size, smaller.gradient_accumulation_steps) == expected
     assert effective_batch(smaller) == effective_batch(training)  # the swept quantity is unchanged
     assert smaller.beta == 0.3  # everything else as it was
+
+
+def test_the_assumptions_name_what_the_estimate_does_not_model() -> None:
+    spec = parse_spec({"name": "s", "model": {"name_or_path": "mistralai/Mistral-7B-Instruct-v0.2"},
+                       "data": {"path": "d", "max_length": 1536}})  # fmt: skip
+    plain = estimate.assumptions(resolve(spec, {}))
+    assert "LoRA dropout 0.05" in plain and "activation coefficient 1.78" in plain and "not modelled" not in plain
+    liger = spec.model_copy(update={"training": spec.training.model_copy(update={"use_liger_kernel": True})})
+    text = estimate.assumptions(resolve(liger, {}))
+    assert text.endswith("; not modelled: training.use_liger_kernel (Liger's fused RMSNorm, SwiGLU and RoPE keep "
+                         "less for backward): the prediction is an upper bound")  # fmt: skip

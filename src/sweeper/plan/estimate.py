@@ -338,8 +338,19 @@ def assumptions(settings: TrialSettings) -> str:
         f"max_length {settings.data.max_length} (worst case), reference {model.reference}"
         f"{' (a second copy of the weights)' if model.reference == 'separate' else ' (no second copy)'}, "
         f"{quant}, {OVERHEAD_GB:g} GB CUDA overhead, activation coefficient {ACTIVATION_COEF:g} fitted to the seed's "
-        "readings (the terms are checked on CPU by benchmarks/memory_physics.py)"
+        "readings (the terms are checked on CPU by benchmarks/memory_physics.py)" + _not_modelled(training)
     )
+
+
+def _not_modelled(training: Any) -> str:
+    """TRL memory options that run for real but that the estimate does not count: it stays an upper bound."""
+    unmodelled = [f"training.{name} ({why})" for name, why in (
+        ("use_liger_kernel", "Liger's fused RMSNorm, SwiGLU and RoPE keep less for backward"),
+        ("padding_free", "padding-free batches hold the data's own lengths, not max_length"),
+    ) if getattr(training, name, False)]  # fmt: skip
+    if not unmodelled:
+        return ""
+    return "; not modelled: " + ", ".join(unmodelled) + ": the prediction is an upper bound"
 
 
 def predict_settings(
