@@ -8,6 +8,7 @@ and the trial reruns at half the per-device batch and twice the accumulation (th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import tempfile
@@ -288,7 +289,8 @@ def run_trial(job: TrialJob, report: Report, callbacks: list[Any] | None = None,
     probe["forward"] = forward
     with tempfile.TemporaryDirectory(prefix="sweeper-trial-") as work:
         trainer = make_trainer(job, loaded, work, [forward, *(callbacks or [])])
-        output = trainer.train(resume_from_checkpoint=resume_from)
+        with resume.adapter_dtype_kept(trainer.model) if resume_from else contextlib.nullcontext():
+            output = trainer.train(resume_from_checkpoint=resume_from)
         adapter_dir = Path(work) / "adapter"
         trainer.save_model(str(adapter_dir))
         final = {
