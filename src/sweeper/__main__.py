@@ -58,6 +58,9 @@ def build_parser(prog: str = "sweeper") -> argparse.ArgumentParser:
     replay.add_argument("--smoothing", type=float, help="EMA weight of the history, 0-1 (default: the sweep's)")
     replay.add_argument("--examples-per-step", type=int, default=1,
                         help="for log_history files: examples per optimizer step (default 1)")  # fmt: skip
+    replay.add_argument("--on-prune", choices=["stop", "pause"],
+                        help="a trial below the bar stops, or pauses and may resume (early_terminate.on_prune; "
+                        "default: the sweep's own, else stop)")  # fmt: skip
 
     compare = sub.add_parser("compare", help="sweeps side by side: reports/compare-<names>.md")
     compare.add_argument("trials", type=Path, nargs="+", help="two or more sweep folders, e.g. trials/a trials/b")
@@ -127,6 +130,7 @@ def run(args: argparse.Namespace) -> None:
             args.seed,
             args.smoothing,
             args.examples_per_step,
+            args.on_prune,
         )
         factory = None
         if args.pruner == "asha":

@@ -2,15 +2,15 @@
 
 A simulated scheduler starts trials in a given order, ``concurrency`` at a time, all at the same speed
 (time is measured in examples seen), and feeds each logged value to a PruningGate exactly as the live
-Ray scheduler does. It reports which trials are stopped and when, compute spent over the full grid,
-whether the full-grid winner survives, and the regret when it does not.
+Ray scheduler does (sweeper.prune.schedule); with ``on_prune: pause`` a trial below the bar is paused and the
+PauseBook decides when it resumes. It reports which trials are stopped and when (paused and resumed), compute spent
+over the full grid, whether the full-grid winner survives, and the regret when it does not.
 
 Light module: no torch, no ray.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import statistics
 from dataclasses import dataclass, field
@@ -19,147 +19,92 @@ from typing import Any
 
 from sweeper.config.spec import Spec
 from sweeper.errors import TrialsError
-from sweeper.plan.budget import Budget, common_grid
+from sweeper.plan.budget import Budget
 from sweeper.plan.compile import sweep_budget
 from sweeper.plan.pruning import from_wandb
-from sweeper.prune import guard
+from sweeper.prune import schedule
+from sweeper.prune.curves import Curve, budget_of, curves_from_log_history, curves_from_sweep, load_curves
 from sweeper.prune.gate import PruningGate, build_pruner
-from sweeper.records.metrics import EXAMPLES_SEEN, TOKENS_SEEN
-from sweeper.records.store import SweepRecord
+from sweeper.prune.pause import PauseBook
 
-
-@dataclass(frozen=True)
-class Curve:
-    trial_id: str
-    points: tuple[tuple[int, float], ...]  # (examples seen, value), increasing
-    total: int  # the trial's planned length, in examples (>= its last point)
-    final: float | None  # value at the end of a trial that ran through; None for a truncated curve
-    label: str = ""
-    guard: str = ""  # the margin-hacking guard's verdict on the whole recorded curve ("ok" / "flagged: ...")
+__all__ = [
+    "Curve",
+    "Outcome",
+    "Replay",
+    "ReplayOptions",
+    "budget_of",
+    "curves_from_log_history",
+    "curves_from_sweep",
+    "load_curves",
+    "over_orders",
+    "replay_text",
+    "simulate",
+    "sweep_config",
+]
 
 
 @dataclass
 class Outcome:
-    pruned: dict[str, int] = field(default_factory=dict)  # trial id -> examples seen when stopped
-    spent: int = 0
+    pruned: dict[str, int] = field(default_factory=dict)  # trial id -> examples seen when stopped for good
+    spent: int = 0  # examples trained, each once (a paused and resumed trial's too)
     full: int = 0
     winner: str | None = None
     winner_kept: bool = True
     regret: float = 0.0
+    # on_prune: pause: what happened to each trial that was paused, in order (event, examples seen, why)
+    events: dict[str, list[tuple[str, int, str]]] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
         return self.spent / self.full if self.full else 1.0
 
+    @property
+    def pauses(self) -> int:
+        return sum(kind == "paused" for e in self.events.values() for kind, _, _ in e)
 
-def curves_from_sweep(sweep: SweepRecord, metric: str, step_key: str = EXAMPLES_SEEN) -> list[Curve]:
-    curves = []
-    for t in sweep.trials:
-        if t.status not in ("completed", "pruned"):
-            continue
-        points = tuple((int(r[step_key]), float(r[metric])) for r in t.curve
-                       if isinstance(r.get(metric), int | float) and r.get(step_key) is not None)  # fmt: skip
-        if not points:
-            continue
-        total = int(t.pruned["planned_examples"]) if t.pruned else points[-1][0]
-        final = t.value(metric) if t.status == "completed" else None
-        label = " ".join(f"{k}={v}" for k, v in t.params.items())
-        beta = t.params.get("beta") or (sweep.meta.get("spec", {}).get("training") or {}).get("beta")
-        curves.append(Curve(t.trial_id, points, max(total, points[-1][0]), final, label,
-                            guard.verdict(list(t.curve), beta)))  # fmt: skip
-    return curves
+    @property
+    def resumes(self) -> int:
+        return sum(kind == "resumed" for e in self.events.values() for kind, _, _ in e)
 
-
-def curves_from_log_history(path: Path, metric: str, examples_per_step: int = 1) -> Curve:
-    """A TRL/transformers ``log_history`` (trainer_state.json, or {"log_history": [...]}) as one curve.
-
-    The x axis is ``step`` x examples_per_step; rows without a numeric step fall back to ``epoch`` (in
-    thousandths), else to row order, and the curve's label says which (``Curve.label``).
-    """
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TrialsError(f"{path}: not a readable log_history JSON file ({type(exc).__name__}: {exc})") from None
-    rows = data.get("log_history", []) if isinstance(data, dict) else data
-    if not isinstance(rows, list):
-        raise TrialsError(f"{path}: 'log_history' is not a list of logged rows")
-    rows = [r for r in rows if isinstance(r, dict)]
-    logged = [r for r in rows if _number(r.get(metric))]
-    if not logged:
-        has = sorted({k for r in rows for k, v in r.items() if _number(v) and k not in ("step", "epoch")})
-        hint = f"; it logs {', '.join(has[:8])}{' ...' if len(has) > 8 else ''}" if has else ""
-        raise TrialsError(f"{path}: no '{metric}' values in its log_history{hint}: pick one with --metric")
-    if all(_number(r.get("step")) for r in logged):
-        xs, note = [float(r["step"]) * examples_per_step for r in logged], ""
-    elif all(_number(r.get("epoch")) for r in logged):
-        xs, note = [float(r["epoch"]) * 1000 for r in logged], "x = epoch/1000 (no step in its rows)"
-    else:
-        xs, note = [float(i + 1) * examples_per_step for i in range(len(logged))], "x = row order (no step or epoch)"
-    points: list[tuple[int, float]] = []
-    for x, r in zip(xs, logged, strict=True):
-        if points and int(x) <= points[-1][0]:
-            continue  # repeated or decreasing x (a restarted run): keep the first value there
-        points.append((int(x), float(r[metric])))
-    return Curve(path.stem, tuple(points), points[-1][0], points[-1][1], note, guard.verdict(rows))
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value == value  # NaN is not a value
-
-
-def log_history_files(folder: Path) -> list[Path]:
-    """The JSON files of a folder of log_history files (an ``index.json`` of sources is skipped)."""
-    return sorted(p for p in folder.glob("*.json") if p.name != "index.json")
+    def note(self, trial_id: str, kind: str, examples: int, why: str) -> None:
+        self.events.setdefault(trial_id, []).append((kind, examples, why))
 
 
 @dataclass(frozen=True)
 class Replay:
-    """One way to replay curves: the pruner (Optuna arguments, direction, budget, smoothing) and the concurrency."""
+    """One way to replay curves: the pruner (Optuna arguments, direction, budget, smoothing), the concurrency, and
+    what a trial below the bar gets (``on_prune``, as in the spec: stop, or pause with sweeper.prune.pause)."""
 
     config: dict[str, Any]
     direction: str
     budget: Budget
     concurrency: int = 1
     smoothing: float = 0.0
+    on_prune: str = "stop"
 
 
 def simulate(curves: list[Curve], replay: Replay, order: list[int] | None = None, gate: Any = None) -> Outcome:
-    """Run the curves through a fresh in-memory study; decisions depend only on the inputs.
+    """Run the curves through a fresh in-memory study (sweeper.prune.schedule); decisions depend only on the inputs.
 
     ``gate`` replaces the PruningGate with any object of the same interface (add, report, prune,
-    complete): the benchmark passes Ray's ASHA that way.
+    complete): the benchmark passes Ray's ASHA that way. ``on_prune: pause`` needs sweeper's gate (the PauseBook
+    asks it again about paused trials).
     """
-    concurrency, direction = replay.concurrency, replay.direction
     if gate is None:
-        gate = PruningGate(build_pruner(replay.config, replay.budget), direction, replay.budget.grid,
+        gate = PruningGate(build_pruner(replay.config, replay.budget), replay.direction, replay.budget.grid,
                            smoothing=replay.smoothing)  # fmt: skip
+    book = None
+    if replay.on_prune == "pause":
+        if not hasattr(gate, "still_prunes"):
+            raise TrialsError(f"on_prune: pause needs sweeper's pruning gate (an Optuna pruner or peer), not "
+                              f"{type(gate).__name__}: replay it with on_prune: stop")  # fmt: skip
+        book = PauseBook(maximize=replay.direction == "maximize")
+    elif replay.on_prune != "stop":
+        raise TrialsError(f"on_prune must be 'stop' or 'pause', but got {replay.on_prune!r}")
     queue = [curves[i] for i in (order if order is not None else range(len(curves)))]
-    running: list[tuple[int, int, Curve]] = []  # (start time, next point index, curve)
-    clock, outcome = 0, Outcome(full=sum(c.total for c in curves))
-    while queue or running:
-        while queue and len(running) < concurrency:
-            curve = queue.pop(0)
-            gate.add(curve.trial_id)
-            running.append((clock, 0, curve))
-        # the next event: the running trial whose next logged point comes first
-        i = min(range(len(running)), key=lambda k: running[k][0] + running[k][2].points[running[k][1]][0])
-        start, index, curve = running[i]
-        step, value = curve.points[index]
-        clock = start + step
-        last = index + 1 == len(curve.points)
-        if gate.report(curve.trial_id, step, value) and not (last and curve.final is not None):
-            gate.prune(curve.trial_id)
-            outcome.pruned[curve.trial_id] = step
-            outcome.spent += step
-            running.pop(i)
-        elif last:
-            gate.complete(curve.trial_id, curve.final if curve.final is not None else value)
-            outcome.spent += curve.total
-            clock = start + curve.total
-            running.pop(i)
-        else:
-            running[i] = (start, index + 1, curve)
-    _score(outcome, curves, direction)
+    outcome = Outcome(full=sum(c.total for c in curves))
+    schedule.run(queue, gate, outcome, replay.concurrency, book)
+    _score(outcome, curves, replay.direction)
     return outcome
 
 
@@ -180,8 +125,8 @@ def _score(outcome: Outcome, curves: list[Curve], direction: str) -> None:
 
 def over_orders(curves: list[Curve], replay: Replay, n_orders: int, seed: int = 0,
                 run: Any = None) -> dict[str, float]:  # fmt: skip
-    """Means over random trial arrival orders: compute ratio, winner kept, regret. ``run(order)`` replaces the
-    plain ``simulate`` (another scheduler behind the gate interface)."""
+    """Means over random trial arrival orders: compute ratio, winner kept, regret, pauses and resumes per order.
+    ``run(order)`` replaces the plain ``simulate`` (another scheduler behind the gate interface)."""
     rng = random.Random(seed)
     outcomes = []
     for _ in range(n_orders):
@@ -192,6 +137,8 @@ def over_orders(curves: list[Curve], replay: Replay, n_orders: int, seed: int = 
         "compute": statistics.mean(o.ratio for o in outcomes),
         "winner_kept": statistics.mean(1.0 if o.winner_kept else 0.0 for o in outcomes),
         "regret": statistics.mean(o.regret for o in outcomes),
+        "pauses": statistics.mean(o.pauses for o in outcomes),
+        "resumes": statistics.mean(o.resumes for o in outcomes),
     }
 
 
@@ -204,46 +151,6 @@ def sweep_config(spec: Spec, meta: dict[str, Any]) -> tuple[dict[str, Any], Budg
         return {"type": "optuna", "pruner": "median"}, budget, 0.0
     config = from_wandb(et.arguments, budget) if et.type == "hyperband" else et.arguments
     return config, budget, et.smoothing
-
-
-def budget_of(curves: list[Curve]) -> Budget:
-    """A budget read off the curves themselves (for log_history files)."""
-    intervals = [c.points[0][0] if len(c.points) == 1 else c.points[1][0] - c.points[0][0] for c in curves]
-    totals = [c.total for c in curves]
-    return Budget(grid=common_grid(intervals), min_total=min(totals), max_total=max(totals))
-
-
-def load_curves(paths: list[Path], metric: str | None,
-                examples_per_step: int) -> tuple[list[Curve], Any, str, str, list[str]]:  # fmt: skip
-    """Curves from one sweep folder, or from log_history files (one trial each; a folder of them too), and notes
-    on the files left out."""
-    from sweeper.records.store import SWEEP_FILE, load_sweep
-
-    if len(paths) == 1 and paths[0].is_dir() and (paths[0] / SWEEP_FILE).is_file():
-        sweep = load_sweep(paths[0])
-        spec = Spec.model_validate(sweep.meta["spec"])
-        metric = metric or spec.metric.name
-        step_key = TOKENS_SEEN if spec.early_terminate and spec.early_terminate.step_unit == "tokens" \
-            else EXAMPLES_SEEN  # fmt: skip
-        return curves_from_sweep(sweep, metric, step_key), (spec, sweep.meta), metric, spec.metric.goal, []
-    metric = metric or "rewards/margins"
-    files = [f for p in paths for f in (log_history_files(p) if p.is_dir() else [p])]
-    missing = [p for p in files if not p.is_file()]
-    if missing:
-        raise TrialsError(f"{missing[0]}: no such file or sweep folder; pass trials/<name> or log_history JSON files")
-    if not files:
-        raise TrialsError(f"{paths[0]}: holds no log_history JSON files (and no sweep.json)")
-    curves, skipped = [], []
-    for f in files:
-        try:
-            curves.append(curves_from_log_history(f, metric, examples_per_step))
-        except TrialsError as exc:
-            if len(files) == 1:
-                raise
-            skipped.append(str(exc))
-    if not curves:
-        raise TrialsError(f"{paths[0]}: none of its {len(files)} files logs '{metric}': pick one with --metric")
-    return curves, None, metric, "maximize", [f"  left out: {why}" for why in skipped]
 
 
 @dataclass(frozen=True)
@@ -260,6 +167,7 @@ class ReplayOptions:
     seed: int = 0
     smoothing: float | None = None  # None: the sweep's own
     examples_per_step: int = 1  # log_history files count optimizer steps: examples per step
+    on_prune: str | None = None  # stop | pause; None: the sweep's own, else the spec's default
 
 
 def replay_text(options: ReplayOptions, gate_factory: Any = None) -> str:
@@ -288,7 +196,8 @@ def replay_text(options: ReplayOptions, gate_factory: Any = None) -> str:
         named = f"{'sweeper' if pruner == 'peer' else 'Optuna'} {pruner} ({_args_text(config)})"
     smooth = recorded_smoothing if options.smoothing is None else options.smoothing
     concurrency, n_orders = options.concurrency, options.n_orders
-    replay = Replay(config, direction, budget, concurrency, smooth)
+    on_prune = _on_prune(options, recorded[0] if recorded is not None else None, gate_factory is not None)
+    replay = Replay(config, direction, budget, concurrency, smooth, on_prune)
 
     def run(order: list[int] | None = None) -> Outcome:
         return simulate(curves, replay, order, gate=gate_factory(budget, direction) if gate_factory else None)
@@ -296,7 +205,7 @@ def replay_text(options: ReplayOptions, gate_factory: Any = None) -> str:
     outcome = run()
     lines = [
         f"Replaying {len(curves)} trial(s) from {', '.join(map(str, paths))} on {metric} ({direction}) with "
-        f"{named}, grid {budget.grid} examples, concurrency {concurrency}",
+        f"{named}, grid {budget.grid} examples, concurrency {concurrency}, on_prune {on_prune}",
         *([note] if note else []),
         *notes,
         "  in recorded order:",
@@ -305,13 +214,16 @@ def replay_text(options: ReplayOptions, gate_factory: Any = None) -> str:
         fate = f"pruned at {outcome.pruned[c.trial_id]} examples" if c.trial_id in outcome.pruned \
             else f"runs to the end ({c.total} examples)"  # fmt: skip
         lines.append(f"    {c.trial_id} {c.label}: {fate}; guard {c.guard or '-'}")
+        lines += [f"      {kind} at {at} examples: {why}" for kind, at, why in outcome.events.get(c.trial_id, [])]
+    paused = f"; {outcome.pauses} pause(s), {outcome.resumes} resume(s)" if on_prune == "pause" else ""
     lines.append(f"  compute {outcome.spent} of {outcome.full} examples = {outcome.ratio:.2f} of the full grid; "
                  f"full-grid winner {outcome.winner} {'kept' if outcome.winner_kept else 'PRUNED'}; "
-                 f"regret {outcome.regret:.3f}")  # fmt: skip
+                 f"regret {outcome.regret:.3f}{paused}")  # fmt: skip
     if n_orders > 0:
         means = over_orders(curves, replay, n_orders, options.seed, run)
+        paused = f", pauses {means['pauses']:.1f}, resumes {means['resumes']:.1f} per order" if paused else ""
         lines.append(f"  over {n_orders} random orders: compute {means['compute']:.2f}, winner kept "
-                     f"{means['winner_kept']:.2f}, regret {means['regret']:.3f}")  # fmt: skip
+                     f"{means['winner_kept']:.2f}, regret {means['regret']:.3f}{paused}")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -326,6 +238,25 @@ def _check_options(options: ReplayOptions) -> None:
         raise SpecError(f"replay: --smoothing is an EMA weight in [0, 1), got {options.smoothing}")
     if options.examples_per_step < 1:
         raise SpecError(f"replay: --examples-per-step must be at least 1, got {options.examples_per_step}")
+
+
+def _on_prune(options: ReplayOptions, spec: Spec | None, other_scheduler: bool) -> str:
+    """--on-prune, else the recorded sweep's own on_prune, else the spec's default; Ray's ASHA only stops."""
+    from sweeper.config.spec import EarlyTerminate
+    from sweeper.errors import SpecError
+
+    if options.on_prune is not None and options.on_prune not in ("stop", "pause"):
+        raise SpecError(f"replay: --on-prune must be stop or pause, got {options.on_prune!r}")
+    if other_scheduler:
+        if options.on_prune == "pause":
+            raise SpecError("replay: --on-prune pause asks sweeper's gate again about paused trials; --pruner asha "
+                            "has no pause rule: pick a sweeper or Optuna pruner, or --on-prune stop")  # fmt: skip
+        return "stop"
+    if options.on_prune is not None:
+        return options.on_prune
+    if spec is not None and spec.early_terminate is not None:
+        return spec.early_terminate.on_prune
+    return str(EarlyTerminate.model_fields["on_prune"].default)
 
 
 def _direction(options: ReplayOptions, metric: str, sweep_goal: str | None) -> tuple[str, str | None]:
