@@ -51,6 +51,36 @@ def smoke_spec(**model: Any) -> Any:
     })  # fmt: skip
 
 
+def one_trial(
+    model: dict[str, Any], data: dict[str, Any], training: dict[str, Any], lora: dict[str, Any] | None = None
+) -> Any:
+    """The TrialSettings of sweeps/smoke.yaml with these fields replaced and nothing swept (the memory benchmarks'
+    single trial)."""
+    from sweeper.config.spec import load_spec
+    from sweeper.plan import resolve
+
+    spec = load_spec(ROOT / "sweeps" / "smoke.yaml")
+    if lora:
+        model = {**model, "lora": spec.model.lora.model_copy(update=lora)}
+    return resolve(spec.model_copy(update={
+        "parameters": {},
+        "model": spec.model.model_copy(update=model),
+        "data": spec.data.model_copy(update=data),
+        "training": spec.training.model_copy(update=training),
+    }), {})  # fmt: skip
+
+
+LONG_TEXT = "Rest, drink water, and see a doctor if the fever lasts more than three days or climbs above 39 C. "
+
+
+def long_rows(n: int, repeats: int) -> list[dict[str, str]]:
+    """n preference rows whose chosen and rejected answers (LONG_TEXT x repeats) outrun any max_length: every
+    sequence is truncated to it, the memory estimate's worst case."""
+    text = LONG_TEXT * repeats
+    return [{"prompt": "What should I do about a fever?", "chosen": " Yes. " + text, "rejected": " No. " + text}
+            for _ in range(n)]  # fmt: skip
+
+
 def rows() -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """The smoke sweep's rendered train and held-out rows, exactly as launch prepares them."""
     from sweeper.train.prepare import prepare_data

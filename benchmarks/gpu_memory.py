@@ -32,7 +32,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT  # isort: skip
+from _common import long_rows, one_trial  # isort: skip
+
+from sweeper.records.metrics import (
+    CUDA_MAX_ALLOCATED_MB,
+    CUDA_MAX_RESERVED_MB,
+    DONE,
+    NVML_PEAK_USED_MB,
+    OOM,
+    PER_DEVICE_TRAIN_BATCH_SIZE,
+)
 
 # Mistral-7B-Instruct-v0.2's config.json (the fields that set shapes); sweeper.plan.estimate.MISTRAL_7B
 MISTRAL_7B = {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
@@ -40,7 +49,6 @@ MISTRAL_7B = {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layer
               "rope_theta": 1e6, "sliding_window": None, "tie_word_embeddings": False}  # fmt: skip
 SMALL = {**MISTRAL_7B, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
          "num_key_value_heads": 2}  # fmt: skip  # the dry run's stand-in: same family and vocabulary
-TEXT = "Rest, drink water, and see a doctor if the fever lasts more than three days or climbs above 39 C. " * 400
 GIB = 2**30
 
 
@@ -84,22 +92,13 @@ def count_parameters(fields: dict[str, Any]) -> int:
 
 
 def trial_settings(model: str, batch: int, max_length: int, steps: int) -> Any:
-    from sweeper.config.spec import load_spec
-    from sweeper.plan import resolve
-
-    spec = load_spec(ROOT / "sweeps" / "smoke.yaml")
-    lora = spec.model.lora.model_copy(update={"r": 16, "lora_alpha": 32, "lora_dropout": 0.05,
-                                              "target_modules": "all-linear"})  # fmt: skip
-    spec = spec.model_copy(update={
-        "parameters": {},
-        "model": spec.model.model_copy(update={"name_or_path": model, "quantization": "4bit", "reference": "adapter",
-                                               "bnb_4bit_use_double_quant": True, "lora": lora}),
-        "data": spec.data.model_copy(update={"max_length": max_length}),
-        "training": spec.training.model_copy(update={
-            "per_device_train_batch_size": batch, "gradient_accumulation_steps": 1, "max_steps": steps,
-            "logging_steps": 1, "eval_steps": None, "gradient_checkpointing": True, "optim": "paged_adamw_32bit"}),
-    })  # fmt: skip
-    return resolve(spec, {})
+    return one_trial(
+        {"name_or_path": model, "quantization": "4bit", "reference": "adapter", "bnb_4bit_use_double_quant": True},
+        {"max_length": max_length},
+        {"per_device_train_batch_size": batch, "gradient_accumulation_steps": 1, "max_steps": steps,
+         "logging_steps": 1, "eval_steps": None, "gradient_checkpointing": True, "optim": "paged_adamw_32bit"},
+        lora={"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"},
+    )  # fmt: skip
 
 
 def cell(model: str, batch: int, max_length: int, steps: int, attempts: Path) -> dict[str, Any]:
@@ -108,8 +107,7 @@ def cell(model: str, batch: int, max_length: int, steps: int, attempts: Path) ->
     from sweeper.train.trial import TrialJob, oom_injection, run_with_oom_retries
 
     settings = trial_settings(model, batch, max_length, steps)
-    rows = [{"prompt": "What should I do about a fever?", "chosen": " Yes. " + TEXT, "rejected": " No. " + TEXT}
-            for _ in range(batch * steps)]  # fmt: skip
+    rows = long_rows(batch * steps, 400)
     results: list[dict[str, Any]] = []
     started = time.monotonic()
     final = run_with_oom_retries(TrialJob(settings, rows, [], 1), lambda m, _c: results.append(m),
@@ -134,12 +132,11 @@ def run_cell(model: str, batch: int, max_length: int, steps: int, env: dict[str,
 
 def row(batch: int, out: dict) -> str:
     final, band = out["final"], out["band"] or (float("nan"), float("nan"))
-    gib = {k: final.get(k) for k in ("sweeper/cuda_max_allocated_mb", "sweeper/cuda_max_reserved_mb",
-                                       "sweeper/nvml_peak_used_mb")}  # fmt: skip
+    gib = {k: final.get(k) for k in (CUDA_MAX_ALLOCATED_MB, CUDA_MAX_RESERVED_MB, NVML_PEAK_USED_MB)}
     shown = [f"{v / 1024:.1f}" if isinstance(v, int | float) else "-" for v in gib.values()]
-    status = "done" if final.get("sweeper/done") else ("oom" if final.get("sweeper/oom") else "?")
+    status = "done" if final.get(DONE) else ("oom" if final.get(OOM) else "?")
     return (
-        f"| {batch} | {final.get('sweeper/per_device_train_batch_size', batch)} | {status} | "
+        f"| {batch} | {final.get(PER_DEVICE_TRAIN_BATCH_SIZE, batch)} | {status} | "
         + " | ".join(shown)
         + f" | {out['predicted']:.1f} | {band[0]:.1f}-{band[1]:.1f} | {out['seconds']} |"
     )

@@ -46,29 +46,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT  # isort: skip
+from _common import long_rows, one_trial  # isort: skip
 
 MODELS = {"smollm2": "builtin:smollm2-135m-instruct", "tiny": "builtin:tiny-mistral"}
 MIB = 2**20
 GOAL = 0.15  # every term within 15% of the measurement
-TEXT = "Rest, drink water, and see a doctor if the fever lasts more than three days or climbs above 39 C. " * 120
 
 
 def trial_settings(model: str, quantization: str, reference: str, batch: int, length: int, bf16: bool) -> Any:
-    from sweeper.config.spec import load_spec
-    from sweeper.plan import resolve
-
-    spec = load_spec(ROOT / "sweeps" / "smoke.yaml")
-    spec = spec.model_copy(update={
-        "parameters": {},
-        "model": spec.model.model_copy(update={"name_or_path": model, "quantization": quantization,
-                                               "reference": reference}),
-        "data": spec.data.model_copy(update={"max_length": length}),
-        "training": spec.training.model_copy(update={
-            "per_device_train_batch_size": batch, "gradient_accumulation_steps": 1, "max_steps": 1, "bf16": bf16,
-            "logging_steps": 1, "eval_steps": None, "gradient_checkpointing": True}),
-    })  # fmt: skip
-    return resolve(spec, {})
+    return one_trial(
+        {"name_or_path": model, "quantization": quantization, "reference": reference},
+        {"max_length": length},
+        {"per_device_train_batch_size": batch, "gradient_accumulation_steps": 1, "max_steps": 1, "bf16": bf16,
+         "logging_steps": 1, "eval_steps": None, "gradient_checkpointing": True},
+    )  # fmt: skip
 
 
 def storages(tensors: Any) -> dict[int, int]:
@@ -173,9 +164,7 @@ def measure(model_name: str, quantization: str, reference: str, batch: int, leng
 
     torch.set_num_threads(1)
     settings = trial_settings(MODELS[model_name], quantization, reference, batch, length, bf16)
-    rows = [{"prompt": "What should I do about a fever?", "chosen": " Yes. " + TEXT, "rejected": " No. " + TEXT}
-            for _ in range(batch)]  # fmt: skip
-    job = TrialJob(settings, rows, [], 1)
+    job = TrialJob(settings, long_rows(batch, 120), [], 1)
     torch.manual_seed(0)
     loaded = load(job)
     with tempfile.TemporaryDirectory(prefix="sweeper-physics-") as work:
