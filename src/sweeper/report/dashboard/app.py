@@ -13,11 +13,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from sweeper.errors import SweeperError
-from sweeper.records.store import STATUSES, SweepRecord, best_trial, load_sweep
+from sweeper.records.store import STATUSES, SweepRecord, best_trial
 from sweeper.report.dashboard import find_sweeps
 from sweeper.report.dashboard.frames import details_frame, summary_frame
-from sweeper.report.dashboard.views import render_views
+from sweeper.report.dashboard.views import live_view, render_views
 from sweeper.report.markdown import fmt, status_counts
 from sweeper.report.summary import metric_of
 
@@ -52,17 +51,7 @@ def main() -> None:
 def sweep_view(path: Path, statuses: list[str], refresh_s: float, others: list[Path]) -> None:
     """The sweep's header and trials table, then its views: each a fragment that reloads the records."""
     every = refresh_s if refresh_s > 0 else None
-
-    @st.fragment(run_every=every)
-    def summary() -> None:
-        try:
-            sweep = load_sweep(path)
-        except SweeperError as exc:
-            st.error(str(exc))
-            return
-        render_sweep(sweep, statuses)
-
-    summary()
+    live_view(path, tuple(statuses), others, every, lambda page, _others: render_sweep(page.sweep, statuses))
     render_views(path, statuses, others, every)
 
 
