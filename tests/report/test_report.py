@@ -294,3 +294,27 @@ def test_compute_bar_shows_spent_and_saved_hours_at_the_price(sweep_dir: Path, t
     assert only.usd is None and only.text("CPU").endswith("CPU-h")
     assert compute_title(compute(cpu)) == "compute in CPU-hours; no trial was pruned"
     assert "![compute](smoke/compute.png)" in render_report(cpu, plots=["compute"])
+
+
+def test_report_tells_each_paused_trials_story(sweep_dir: Path) -> None:
+    # on_prune: pause writes <trial>/events.json; one trial was paused, resumed and completed, one paused then pruned
+    resumed = sweep_dir / "aaaaa_00005--lr=1e-05_ga=2"
+    write_json(resumed / "events.json", [
+        {"event": "paused", "examples_seen": 8, "step": 2, "value": 0.002, "reason": "below the pruner's bar"},
+        {"event": "resumed", "examples_seen": 8, "step": 2, "value": 0.002, "reason": "the bar fell below it"},
+    ])  # fmt: skip
+    pruned = sweep_dir / "aaaaa_00003--lr=0.0001_ga=1"
+    write_json(pruned / "events.json", [
+        {"event": "paused", "examples_seen": 16, "step": 4, "value": 0.02, "reason": "below the pruner's bar"},
+        {"event": "pruned", "examples_seen": 16, "step": 4, "value": 0.02, "reason": "its upper bound cannot win"},
+    ])  # fmt: skip
+    text = render_report(load_sweep(sweep_dir))
+    assert "- Paused below the bar: 2 trial(s), 1 of them resumed (`<trial>/events.json`):" in text
+    assert ("  - `aaaaa_00005`: paused at 8 examples (below the pruner's bar); resumed at 8 examples (the bar fell "
+            "below it); then ran to its end") in text  # fmt: skip
+    assert "  - `aaaaa_00003`: paused at 16 examples (below the pruner's bar); pruned at 16 examples (its upper " \
+           "bound cannot win); then pruned for good" in text  # fmt: skip
+
+
+def test_a_sweep_without_pauses_says_nothing_of_them(sweep_dir: Path) -> None:
+    assert "Paused below the bar" not in render_report(load_sweep(sweep_dir))

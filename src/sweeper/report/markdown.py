@@ -369,10 +369,26 @@ def compute_lines(sweep: SweepRecord) -> list[str]:
                      f" the end would have taken {fmt(c.full_h)} {unit}; pruning saved {share:.0%}.")  # fmt: skip
     else:
         lines.append("- Saved by pruning: nothing, no trial was pruned.")
+    lines += pause_lines(sweep)
     lines += peak_lines(sweep)
     ooms = sum(1 for t in sweep.trials for a in t.attempts if a.get("status") == "oom")
     if ooms:
         lines.append(f"- Out-of-memory attempts: {ooms} (each retried with a smaller per-device batch, or given up).")
+    return lines
+
+
+def pause_lines(sweep: SweepRecord) -> list[str]:
+    """``on_prune: pause``: each trial that was paused, with what happened to it after (events.json), in order."""
+    paused = [t for t in sweep.trials if any(e.get("event") == "paused" for e in t.events)]
+    if not paused:
+        return []
+    resumed = sum(1 for t in paused if any(e.get("event") == "resumed" for e in t.events))
+    lines = [f"- Paused below the bar: {len(paused)} trial(s), {resumed} of them resumed (`<trial>/events.json`):"]
+    for t in paused:
+        story = "; ".join(f"{e.get('event')} at {e.get('examples_seen')} examples ({e.get('reason') or 'no reason'})"
+                          for e in t.events)  # fmt: skip
+        end = {"completed": "then ran to its end", "pruned": "then pruned for good"}.get(t.status, t.status)
+        lines.append(f"  - `{t.trial_id}`: {story}; {end}")
     return lines
 
 
