@@ -20,3 +20,18 @@ FIXTURES = ROOT / "tests" / "fixtures"
 @pytest.fixture
 def root() -> Path:
     return ROOT
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--extended", action="store_true", help="also run the tests marked extended (~30 min more)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``extended`` (long end-to-end runs: a killed and resumed sweep, a two-node cluster, S3 storage,
+    ...) are skipped, and say so, unless ``--extended``: they keep the default run (CI) under 20 minutes."""
+    if config.getoption("--extended"):
+        return
+    skip = pytest.mark.skip(reason="extended: a long end-to-end run, pytest --extended runs it")
+    for item in items:
+        if "extended" in item.keywords:
+            item.add_marker(skip)

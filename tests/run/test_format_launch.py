@@ -19,6 +19,7 @@ from ..conftest import ROOT
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.extended
 def test_a_conversational_dataset_trains_end_to_end(tmp_path: Path) -> None:
     data = tmp_path / "conversational.jsonl"
     with data.open("w") as fh:

@@ -39,6 +39,7 @@ def resume_spec(tmp_path: Path) -> Path:
     return spec
 
 
+@pytest.mark.extended
 @pytest.mark.slow
 def test_resume_after_sigkill_keeps_finished_trials_and_completes(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1"}

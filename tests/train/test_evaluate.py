@@ -155,6 +155,7 @@ def test_pruned_trial_is_skipped_with_a_reason_and_the_report_shows_base_first(e
     print(f"evaluation of base + 2 trials, inline on CPU: {evaluated['seconds']:.1f} s")
 
 
+@pytest.mark.extended
 def test_ray_tasks_give_the_same_numbers_as_inline(evaluated: dict[str, Any]) -> None:
     # a copy with the winner alone: two Ray tasks (base, trial), each loading the model in a fresh worker
     sweep_dir = evaluated["root"] / "ray" / "evalsweep"

@@ -111,6 +111,7 @@ def test_a_trial_that_never_fits_ends_as_oom_and_frees_memory(tmp_path: Path) ->
     assert reports[-1] is final  # reported, so Ray records it, and the trainable returns normally
 
 
+@pytest.mark.extended
 def test_a_sweep_in_which_no_trial_completed_exits_non_zero_and_says_so(tmp_path: Path) -> None:
     # one trial, out of memory at step 1 with oom: fail: nothing completed, so the command fails (the report stays)
     spec = SPEC.replace("per_device_train_batch_size: {values: [4, 2]}", "per_device_train_batch_size: {values: [4]}")

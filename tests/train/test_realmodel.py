@@ -97,6 +97,7 @@ def train(rows: list[dict[str, str]], reference: str, refs: dict[str, Any] | Non
     return [m for m in logged if "loss" in m and "sweeper/done" not in m]
 
 
+@pytest.mark.extended
 def test_two_real_dpo_steps_in_16_bit(rows: list[dict[str, str]]) -> None:
     steps = train(rows, "adapter", quantization="none")
     assert len(steps) == 2 and all(math.isfinite(s["loss"]) for s in steps)
@@ -111,6 +112,7 @@ def test_two_real_dpo_steps_in_16_bit(rows: list[dict[str, str]]) -> None:
 ATOL = 2e-5
 
 
+@pytest.mark.extended
 def test_adapter_shared_and_separate_agree_in_4bit_on_the_real_model(rows: list[dict[str, str]]) -> None:
     computed = compute_reference_logps(settings("shared"), rows[:4], [])
     refs = {"train": computed["train"], "eval": computed["eval"], "dtype": computed["dtype"],

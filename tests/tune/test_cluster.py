@@ -99,6 +99,7 @@ def cluster_spec(tmp_path: Path) -> Path:
     return spec
 
 
+@pytest.mark.extended
 def test_two_nodes_and_a_lost_worker_node(cluster: Cluster, tmp_path: Path) -> None:
     started = time.monotonic()
     env = {**cluster.env, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1"}

@@ -33,6 +33,7 @@ resources: {cpus_per_trial: 1, gpus_per_trial: 0, max_concurrent_trials: 1}
 """
 
 
+@pytest.mark.extended
 def test_a_paused_trial_is_resumed_and_ends_as_the_winner(tmp_path: Path) -> None:
     (tmp_path / "pausing.yaml").write_text(SPEC)
     stdout = launch(tmp_path / "pausing.yaml", tmp_path)

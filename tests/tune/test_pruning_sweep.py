@@ -67,6 +67,7 @@ def test_replay_gives_the_live_decisions(pruned_sweep: tuple[Path, str]) -> None
     assert outcome.pruned == live
 
 
+@pytest.mark.extended
 def test_bayes_samples_through_the_same_study(tmp_path: Path) -> None:
     spec = (ROOT / "sweeps" / "smoke_pruning.yaml").read_text()
     spec = spec.replace("name: smoke_pruning", "name: bayes").replace("method: grid", "method: bayes\nrun_cap: 3")
@@ -86,6 +87,7 @@ def test_bayes_samples_through_the_same_study(tmp_path: Path) -> None:
         assert by_ray_id[trial.trial_id].state.name == expected
 
 
+@pytest.mark.extended
 def test_peer_pruner_on_eval_margins(tmp_path: Path) -> None:
     # Evaluation on: train logs carry no eval_* value and eval logs no train value, and Ray must accept
     # both. One trial at a time keeps the order deterministic (live timing at concurrency 2 is not; the

@@ -65,6 +65,7 @@ def by_mode(work: Path) -> dict[tuple[str, str], Any]:
     return {(t.params["reference"], t.params["quantization"]): t for t in sweep.trials}
 
 
+@pytest.mark.extended
 def test_every_mode_and_quantization_completes_with_its_records(swept: tuple[Path, str]) -> None:
     work, stdout = swept
     sweep = load_sweep(work / "trials" / "refmix")
@@ -77,6 +78,7 @@ def test_every_mode_and_quantization_completes_with_its_records(swept: tuple[Pat
     assert stdout.index("Computing reference log-probs") < stdout.index("started")
 
 
+@pytest.mark.extended
 def test_shared_trials_agree_with_adapter_and_separate(swept: tuple[Path, str]) -> None:
     work, _ = swept
     trials = by_mode(work)
@@ -87,6 +89,7 @@ def test_shared_trials_agree_with_adapter_and_separate(swept: tuple[Path, str]) 
             assert trials[(mode, "4bit")].value(key) == pytest.approx(adapter.value(key), abs=1e-3), (mode, key)
 
 
+@pytest.mark.extended
 def test_the_caches_are_written_and_a_later_sweep_reuses_them(swept: tuple[Path, str]) -> None:
     work, _ = swept
     sweep_dir = work / "trials" / "refmix"

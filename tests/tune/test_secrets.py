@@ -40,6 +40,7 @@ def leaks(folder: Path) -> list[str]:
     return found
 
 
+@pytest.mark.extended
 def test_planted_tokens_appear_nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("neptune")
     text = (ROOT / "sweeps" / "smoke.yaml").read_text().replace("name: smoke", "name: secrets")

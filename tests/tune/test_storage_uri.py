@@ -108,6 +108,7 @@ output: {{storage: "{storage}"}}
 """
 
 
+@pytest.mark.extended
 @pytest.mark.slow
 def test_a_sweep_on_s3_storage_brings_back_attempts_and_pruning_records(bucket: str, tmp_path: Path) -> None:
     """Both trials run out of memory at batch 4 (injected) and finish at batch 2 × accumulation 2; the second
