@@ -451,3 +451,18 @@ def test_page_of_a_sweep_that_just_started(tmp_path: Path, monkeypatch: pytest.M
     assert not at.exception
     assert at.dataframe[0].value.shape[0] == 0
     assert "running" in at.caption[0].value
+
+
+def test_a_flagged_leader_is_named_with_the_guards_verdict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app_test(build_demo(tmp_path / "trials" / "demo"), monkeypatch)  # its leader aaaaa_00001 is flagged
+    at.run()
+    assert not at.exception
+    best = next(m.value for m in at.markdown if m.value.startswith("**Best so far:**"))
+    assert "`aaaaa_00001`" in best and "⚠ margin-hacking guard: flagged" in best
+
+
+def test_an_unflagged_leader_carries_no_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app_test(RECORDED, monkeypatch)
+    at.run()
+    best = next(m.value for m in at.markdown if m.value.startswith("**Best so far:**"))
+    assert "guard" not in best

@@ -18,7 +18,7 @@ from sweeper.report.dashboard import find_sweeps
 from sweeper.report.dashboard.frames import details_frame, summary_frame
 from sweeper.report.dashboard.views import live_view, render_views
 from sweeper.report.markdown import fmt, status_counts
-from sweeper.report.summary import metric_of
+from sweeper.report.summary import guard_of, metric_of
 
 # a model with random weights: its numbers show that the plumbing works, not alignment
 RANDOM_MODELS = ("builtin:tiny-mistral",)
@@ -68,8 +68,10 @@ def render_sweep(sweep: SweepRecord, statuses: list[str]) -> None:
     best = best_trial(sweep, metric, goal)
     if best is not None:
         values = ", ".join(f"{k}={fmt(v)}" for k, v in best.params.items())
+        guard = guard_of(best)
+        warn = f" · ⚠ margin-hacking guard: {guard} (see the Report tab's verdict)" if guard and guard != "ok" else ""
         st.markdown(f"**Best so far:** ★ `{best.trial_id}` ({values or 'no swept parameters'}): `{metric}` = "
-                    f"{best.value(metric):.4g}, drawn bold in every view")  # fmt: skip
+                    f"{best.value(metric):.4g}, drawn bold in every view{warn}")  # fmt: skip
 
     trials = [t for t in sweep.trials if t.status in statuses]
     st.subheader(f"Trials ({len(trials)} of {len(sweep.trials)})")
