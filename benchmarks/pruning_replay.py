@@ -105,8 +105,8 @@ def recorded_sweeps() -> list[Bench]:
         held = curves_from_sweep(sweep, "eval_rewards/margins")
         if len(held) > 1:  # trials that evaluated during training: the held-out curve, what a pruner would read
             out.append(Bench(f"{folder.name} (eval margins)", held, budget, "maximize", kind, held_out=True))
-    out += _groups(SHARED / "collected", "rewards/margins", "run_id", lambda row: f"{row['run_id']}.json", False)
-    out += _groups(CURVES, "eval_rewards/margins", "file", lambda row: row["file"], True)
+    out += _groups(SHARED / "collected", "rewards/margins", lambda row: f"{row['run_id']}.json", False)
+    out += _groups(CURVES, "eval_rewards/margins", lambda row: row["file"], True)
     if (SHARED / "log_history").is_dir():
         index = {r.get("run_id"): r for r in json.loads((SHARED / "runs_index.json").read_text())}
         curves = []
@@ -118,7 +118,7 @@ def recorded_sweeps() -> list[Bench]:
     return out
 
 
-def _groups(folder: Path, metric: str, key: str, file_of: Any, held_out: bool) -> list[Bench]:
+def _groups(folder: Path, metric: str, file_of: Any, held_out: bool) -> list[Bench]:
     """The sweep groups of a folder of public log_history files whose index.json names a ``group`` per run
     (repeat groups of identical runs, lr x beta grids, a loss-type comparison); single runs are left out."""
     groups: dict[str, list[Curve]] = {}
@@ -152,12 +152,17 @@ def score(curves: list[Curve], config: dict[str, Any], budget: Budget, direction
     }
 
 
+def winner_of(b: Bench) -> Curve:
+    """The full-grid winner: the best final value in the sweep's direction (a truncated curve never wins)."""
+    sign = 1 if b.direction == "maximize" else -1
+    return max(b.curves, key=lambda c: sign * c.final if c.final is not None else float("-inf"))
+
+
 def decision_floor(b: Bench, warmup_fraction: float = 0.05) -> float:
     """The least any pruner that keeps the winner could spend on these curves: the winner runs to its end and
     every other trial stops at its first logged point after the warm-up (a pruner decides only on reported
     values), as if it knew the finals in advance."""
-    sign = 1 if b.direction == "maximize" else -1
-    winner = max(b.curves, key=lambda c: sign * (c.final if c.final is not None else float("-inf")))
+    winner = winner_of(b)
     warm = warmup_fraction * min(c.total for c in b.curves)
     spent = winner.total + sum(next((x for x, _ in c.points if x >= warm), c.total) for c in b.curves
                                if c is not winner)  # fmt: skip
@@ -171,7 +176,7 @@ def early_stop_share(curves: list[Curve], direction: str, patience: int = 1) -> 
     kept = 0
     for c in curves:
         best = max(range(len(c.points)), key=lambda i: sign * c.points[i][1])
-        kept += c.points[min(best + patience, len(c.points) - 1)][0] if best + patience < len(c.points) else c.total
+        kept += c.points[best + patience][0] if best + patience < len(c.points) else c.total
     return kept / sum(c.total for c in curves)
 
 
@@ -255,9 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             order = list(range(len(b.curves)))
             rng.shuffle(order)
             orders.append(order)
-        winner = max(b.curves, key=lambda c: (c.final if c.final is not None else float("-inf"))
-                     * (1 if b.direction == "maximize" else -1))  # fmt: skip
-        floor = winner.total / sum(c.total for c in b.curves)
+        floor = winner_of(b).total / sum(c.total for c in b.curves)
         print(f"{b.name:42} {b.kind:5} {'oracle (only the winner runs)':30} {'1-2':>4} {floor:>8.2f} {1.0:>6.2f} "
               f"{0.0:>7.3f}")  # fmt: skip
         print(f"{b.name:42} {b.kind:5} {'decision floor':30} {'1-2':>4} {decision_floor(b):>8.2f} {1.0:>6.2f} "
