@@ -2,7 +2,8 @@
 
 For each sweep and pruner, averaged over random trial arrival orders, at concurrency 1 and 2:
   compute  = examples spent / examples of the full grid (lower is better)
-  kept     = share of orders in which the full-grid winner survives (higher is better)
+  kept     = share of orders in which the full-grid winning config survives (higher is better; in a repeat group of
+             identical configs any of its runs keeps it, and the best run's own share is printed beside it)
   regret   = (winner's final - best surviving final) / spread of finals (lower is better)
 
 Sweeps, each of a kind: "toy" (the random model's densely logged CPU sweeps in benchmarks/recorded/: smoke,
@@ -12,7 +13,8 @@ identical runs, lr x beta grids, a loss-type comparison), "check" (the three unr
 ../shared/curves/log_history as one pseudo-sweep: a format and sparsity check, not a sweep).
 Pruners: Optuna's own (median, percentile 25, successive halving, hyperband, as configured by sweeper:
 examples-seen grid, 10% warm-up, 1 startup trial), sweeper's peer pruner (plain and noise-aware), Optuna median and
-two peer rules also with on_prune: pause, and Ray Tune's own AsyncHyperBandScheduler (ASHA, grace 10%, reduction 3)
+two peer rules also with on_prune: pause, sweeper's default rule (peer 25 + pause, breadth first: what the spec's
+early_terminate: {type: optuna} runs), and Ray Tune's own AsyncHyperBandScheduler (ASHA, grace 10%, reduction 3)
 driven through the same simulator. Two floors per sweep: the oracle (only the winner runs) and the
 decision floor (the winner runs, every other trial stops at its first logged point: what any pruner that keeps the
 winner must spend at least, given when the curves are logged).
@@ -21,7 +23,7 @@ After the table: each pruner against the pruning goals (real sweeps: winner kept
 <= 0.60, not worse than ASHA on both; toy grids: no worse than 0.27 / 0.23 with the winner kept), and the seed's
 ~60 A100-hours projected under one pruner (--project).
 
-    python benchmarks/pruning_replay.py [--orders 50] [--project 'sweeper peer 25 + pause']
+    python benchmarks/pruning_replay.py [--orders 50] [--project 'sweeper peer 25 + pause, breadth']
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sweeper.config.pruners import with_default_rule
 from sweeper.config.spec import Spec
 from sweeper.errors import TrialsError
 from sweeper.plan.budget import Budget
@@ -63,6 +66,8 @@ PRUNERS: dict[str, dict[str, Any]] = {
     "sweeper peer (median)": {"pruner": "peer"},
     "sweeper peer 25, warm-up 5%": {"pruner": "peer", "percentile": 25.0, "warmup_fraction": 0.05},
     "sweeper peer 25 + pause": {"pruner": "peer", "percentile": 25.0, "warmup_fraction": 0.05, "on_prune": "pause"},
+    # sweeper's default rule, as the spec's early_terminate: {type: optuna} fills it in
+    "sweeper peer 25 + pause, breadth": {k: v for k, v in with_default_rule({"type": "optuna"}).items() if k != "type"},
     "sweeper peer 25, noise 3σ": {"pruner": "peer", "percentile": 25.0, "warmup_fraction": 0.05, "noise_sigmas": 3.0},
     "sweeper peer 25, 3σ + pause": {
         "pruner": "peer",
@@ -75,6 +80,7 @@ PRUNERS: dict[str, dict[str, Any]] = {
     "ray ASHA": {"asha": True},
 }
 ASHA = "ray ASHA"
+DEFAULT = "sweeper peer 25 + pause, breadth"  # sweeper's default rule (sweeper.config.pruners.DEFAULT_RULE)
 TOY = ("cpu_grid12", "cpu_grid24")  # random-model grids: no worse than 0.27 / 0.23 of the grid, winner kept
 TOY_GOALS = {"cpu_grid12": 0.27, "cpu_grid24": 0.23}
 SEED_GPU_HOURS = 60.0  # the seed's six hand-run configs on one A100 (README, "Against the seed")
@@ -91,6 +97,7 @@ class Bench:
     direction: str
     kind: str  # "toy" (random model), "real" (a real model's sweep), "check" (unrelated runs: a format check only)
     held_out: bool = False  # the curves are held-out evaluations (what a held-out early stop reads)
+    repeat: bool = False  # a repeat group: every run has the same config, so the winner is that config
 
 
 def recorded_sweeps() -> list[Bench]:
@@ -122,6 +129,7 @@ def _groups(folder: Path, metric: str, file_of: Any, held_out: bool) -> list[Ben
     """The sweep groups of a folder of public log_history files whose index.json names a ``group`` per run
     (repeat groups of identical runs, lr x beta grids, a loss-type comparison); single runs are left out."""
     groups: dict[str, list[Curve]] = {}
+    repeats: set[str] = set()
     if not (folder / "index.json").is_file():
         return []
     for row in json.loads((folder / "index.json").read_text()):
@@ -131,12 +139,17 @@ def _groups(folder: Path, metric: str, file_of: Any, held_out: bool) -> list[Ben
                 groups.setdefault(row["group"], []).append(curves_from_log_history(path, metric))
             except TrialsError:
                 continue
-    return [Bench(f"{name[:30]} ({len(curves)} runs)", curves, budget_of(curves), "maximize", "real", held_out)
-            for name, curves in sorted(groups.items()) if len(curves) > 1]  # fmt: skip
+            if str(row.get("varies", "")).startswith("nothing"):  # "nothing (identical config re-run ...)"
+                repeats.add(row["group"])
+    return [Bench(f"{name[:30]} ({len(curves)} runs)", curves, budget_of(curves), "maximize", "real", held_out,
+                  repeat=name in repeats) for name, curves in sorted(groups.items()) if len(curves) > 1]  # fmt: skip
 
 
 def score(curves: list[Curve], config: dict[str, Any], budget: Budget, direction: str,
-          concurrency: int, orders: list[list[int]]) -> dict[str, float]:  # fmt: skip
+          concurrency: int, orders: list[list[int]], repeat: bool = False) -> dict[str, float]:  # fmt: skip
+    """Means over the orders. ``kept``: the winning config reaches its end (in a repeat group of identical configs,
+    any of its runs: the best run of identical configs is noise, which no pruner can or should keep);
+    ``kept_run``: the best run itself does."""
     outcomes = []
     on_prune = config.get("on_prune", "stop")
     pruner = {k: v for k, v in config.items() if k != "on_prune"}
@@ -147,8 +160,11 @@ def score(curves: list[Curve], config: dict[str, Any], budget: Budget, direction
         outcomes.append(simulate(curves, replay, order, gate=gate))
     return {
         "compute": statistics.mean(o.ratio for o in outcomes),
-        "kept": statistics.mean(1.0 if o.winner_kept else 0.0 for o in outcomes),
-        "regret": statistics.mean(o.regret for o in outcomes),
+        "kept": statistics.mean(
+            1.0 if o.winner_kept or (repeat and len(o.pruned) < len(curves)) else 0.0 for o in outcomes
+        ),  # fmt: skip
+        "kept_run": statistics.mean(1.0 if o.winner_kept else 0.0 for o in outcomes),
+        "regret": statistics.mean(0.0 if repeat and len(o.pruned) < len(curves) else o.regret for o in outcomes),
     }
 
 
@@ -190,7 +206,7 @@ def summary(rows: dict[tuple[str, str, int], dict[str, float]], benches: list[Be
     lines = [f"Against the goals ({len(real)} real sweeps: {', '.join(real)})",
              f"Decision floor (the winner runs to its end, every other trial stops at its first logged point after "
              f"a 5% warm-up, as if the finals were known): mean {floor:.2f} of the full grid over the real sweeps",
-             f"{'pruner':30} {'conc':>4} {'min kept':>8} {'mean compute':>12} {'mean kept':>9} {'toy 12/24':>10}"
+             f"{'pruner':34} {'conc':>4} {'min kept':>8} {'mean compute':>12} {'mean kept':>9} {'toy 12/24':>10}"
              "  verdict"]  # fmt: skip
     for pruner in PRUNERS:
         for conc in (1, 2):
@@ -219,7 +235,7 @@ def summary(rows: dict[tuple[str, str, int], dict[str, float]], benches: list[Be
                 if cell["compute"] > TOY_GOALS[t] + 0.005 or cell["kept"] < 1.0:
                     misses.append(f"{t} {cell['compute']:.2f} (kept {cell['kept']:.2f})")
             verdict = "meets every goal" if not misses else "misses: " + "; ".join(misses)
-            lines.append(f"{pruner:30} {conc:>4} {min_kept:>8.2f} {compute:>12.2f} {kept:>9.2f} "
+            lines.append(f"{pruner:34} {conc:>4} {min_kept:>8.2f} {compute:>12.2f} {kept:>9.2f} "
                          f"{'/'.join(toys):>10}  {verdict}")  # fmt: skip
     return lines
 
@@ -244,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=50, help="random arrival orders per cell (default 50)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--project", default="sweeper peer 25 + pause",
+    parser.add_argument("--project", default=DEFAULT,
                         help="the pruner the seed projection uses (a name from the table)")  # fmt: skip
     args = parser.parse_args(argv)
     import random
@@ -252,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     benches = recorded_sweeps()
     rows: dict[tuple[str, str, int], dict[str, float]] = {}
-    print(f"{'sweep':42} {'kind':5} {'pruner':30} {'conc':>4} {'compute':>8} {'kept':>6} {'regret':>7}")
+    print(f"{'sweep':42} {'kind':5} {'pruner':34} {'conc':>4} {'compute':>8} {'kept':>6} {'regret':>7}")
     for b in benches:
         rng = random.Random(args.seed)
         orders = []
@@ -261,16 +277,17 @@ def main(argv: list[str] | None = None) -> int:
             rng.shuffle(order)
             orders.append(order)
         floor = winner_of(b).total / sum(c.total for c in b.curves)
-        print(f"{b.name:42} {b.kind:5} {'oracle (only the winner runs)':30} {'1-2':>4} {floor:>8.2f} {1.0:>6.2f} "
+        print(f"{b.name:42} {b.kind:5} {'oracle (only the winner runs)':34} {'1-2':>4} {floor:>8.2f} {1.0:>6.2f} "
               f"{0.0:>7.3f}")  # fmt: skip
-        print(f"{b.name:42} {b.kind:5} {'decision floor':30} {'1-2':>4} {decision_floor(b):>8.2f} {1.0:>6.2f} "
+        print(f"{b.name:42} {b.kind:5} {'decision floor':34} {'1-2':>4} {decision_floor(b):>8.2f} {1.0:>6.2f} "
               f"{0.0:>7.3f}")  # fmt: skip
         for pruner, config in PRUNERS.items():
             for concurrency in (1, 2):
-                s = score(b.curves, config, b.budget, b.direction, concurrency, orders)
+                s = score(b.curves, config, b.budget, b.direction, concurrency, orders, b.repeat)
                 rows[(b.name, pruner, concurrency)] = s
-                print(f"{b.name:42} {b.kind:5} {pruner:30} {concurrency:>4} {s['compute']:>8.2f} {s['kept']:>6.2f} "
-                      f"{s['regret']:>7.3f}", flush=True)  # fmt: skip
+                run = f"  (repeat group: best run kept {s['kept_run']:.2f})" if b.repeat else ""
+                print(f"{b.name:42} {b.kind:5} {pruner:34} {concurrency:>4} {s['compute']:>8.2f} {s['kept']:>6.2f} "
+                      f"{s['regret']:>7.3f}{run}", flush=True)  # fmt: skip
     print()
     floor = statistics.mean(decision_floor(b) for b in benches if b.kind == "real")
     print("\n".join(summary(rows, benches, floor)))

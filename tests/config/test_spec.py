@@ -80,6 +80,9 @@ def test_dry_run_prints_trials_with_effective_batch(capsys: pytest.CaptureFixtur
     table = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
     assert len(table) == 6
     assert sorted(row[4] for row in table) == ["128", "128", "128", "64", "64", "64"]  # effective batch
+    # the seed's grid prunes with sweeper's default rule, and the dry run says what that is
+    assert ("early_terminate: sweeper peer (percentile 25), warm-up 5%, on_prune pause, breadth first on "
+            "rewards/margins per examples seen") in out  # fmt: skip
 
 
 def test_dry_run_tips_that_margins_scale_with_a_swept_beta(capsys: pytest.CaptureFixture[str]) -> None:
@@ -277,5 +280,25 @@ def test_the_pruner_reads_the_held_out_metric_when_trials_evaluate(capsys: pytes
     spec.write_text(spec.read_text().replace("max_steps: 12", "max_steps: 12, eval_steps: 4"))
     assert main(["launch", str(spec), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "sweeper peer on eval_rewards/margins (held-out, every eval_steps)" in out
+    assert (
+        "sweeper peer (percentile 50), warm-up 10%, on_prune stop on eval_rewards/margins (held-out, every eval_steps)"
+        in out
+    )
     assert "held-out evaluation in training: 26 rows x 3 evaluation(s) per trial = 78 pairs scored" in out
+
+
+def test_optuna_with_no_pruner_name_is_sweepers_default_rule() -> None:
+    et = parse_spec({**BASE, "early_terminate": {"type": "optuna"}}).early_terminate
+    assert et is not None and (et.pruner, et.arguments["percentile"], et.warmup_fraction) == ("peer", 25.0, 0.05)
+    assert (et.on_prune, et.breadth_first) == ("pause", True)
+    own = parse_spec({**BASE, "early_terminate": {"type": "optuna", "warmup_fraction": 0.2}}).early_terminate
+    assert own is not None and own.warmup_fraction == 0.2 and own.breadth_first  # the spec's keys win
+    stop = parse_spec({**BASE, "early_terminate": {"type": "optuna", "on_prune": "stop"}}).early_terminate
+    assert stop is not None and (stop.on_prune, stop.breadth_first) == ("stop", False)
+    # early stopping does not support pause yet: the default rule stops trials below the bar instead
+    stopping = parse_spec({**BASE, "early_terminate": {"type": "optuna"},
+                           "training": {"eval_steps": 4, "early_stopping_patience": 2}}).early_terminate  # fmt: skip
+    assert stopping is not None and (stopping.pruner, stopping.on_prune, stopping.breadth_first) == (
+        "peer", "stop", False)  # fmt: skip
+    named = parse_spec({**BASE, "early_terminate": {"type": "optuna", "pruner": "median"}}).early_terminate
+    assert named is not None and (named.on_prune, named.breadth_first, named.warmup_fraction) == ("stop", False, 0.1)

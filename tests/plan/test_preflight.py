@@ -38,7 +38,9 @@ def dry(spec: Spec) -> str:
 
 def test_dry_run_of_the_seed_grid_shows_predicted_peaks_and_cost() -> None:
     text = dry(load_spec(ROOT / "sweeps" / "lr_grid.yaml"))
-    assert "predicted GB" in text.splitlines()[4]  # the table's header, after the data line
+    lines = text.splitlines()
+    assert lines[3].startswith("  early_terminate: sweeper peer (percentile 25)")  # the default rule prunes it
+    assert "predicted GB" in lines[6]  # the table's header, after the data and pruning lines
     assert text.count(" 30.2") == 6  # six trials at per-device batch 8, max_length 1536, adapter reference
     assert "0 trial(s) whose upper end is over it" in text
     # 6 trials x 3 epochs x 12,216 rows at the seed's ~1 example/s: about the seed's own ~60 GPU-hours

@@ -105,3 +105,55 @@ def test_an_event_says_what_happened_and_at_how_many_examples() -> None:
     line = event("paused", {"sweeper/examples_seen": 24, "sweeper/step": 6}, 0.25, "median pruner", 12.5)
     assert line == {"event": "paused", "examples_seen": 24, "step": 6, "value": 0.25, "reason": "median pruner",
                     "time": 12.5}  # fmt: skip
+
+
+def peer_gate() -> PruningGate:
+    from sweeper.prune.gate import PeerPruner
+
+    return PruningGate(PeerPruner(percentile=25.0, n_warmup_steps=16), "maximize", grid=8)
+
+
+def test_breadth_first_a_trial_waits_once_per_rung_while_trials_are_to_come() -> None:
+    gate, book = peer_gate(), PauseBook(maximize=True, rung=16)  # rungs at 16, 48, 144, ... examples
+    assert [book.rung_of(s) for s in (8, 16, 40, 48, 150)] == [None, 16, 16, 48, 144]
+    gate.add("a")
+    assert not book.waits("a", 8, False, True, [], gate)  # before the first rung
+    assert not book.waits("a", 16, False, False, [], gate)  # nobody to start or behind: no reason to wait
+    assert not book.waits("a", 16, True, True, [], gate)  # its last log: it finishes
+    assert book.waits("a", 16, False, True, [], gate)
+    paused = book.wait("a", {"sweeper/examples_seen": 16}, 0.4, planned=96, below="peer pruner")
+    assert paused.waiting and paused.reason.startswith("breadth first: waits at the first rung (the warm-up point, 16)")
+    assert book.pauses.get("a", 0) == 0 and book.may_pause("a")  # a wait is not a pause below the bar
+    book.resume("a")
+    assert not book.waits("a", 24, False, True, [], gate)  # once per rung
+    assert book.waits("a", 48, False, True, [], gate)  # and again at the next one
+    assert "waits at the rung at 48" in book.wait("a", {}, 0.5, planned=96, below="peer pruner").reason
+    assert not PauseBook(maximize=True).waits("a", 16, False, True, [], gate)  # not breadth first
+
+
+def test_breadth_first_a_trial_waits_for_running_trials_short_of_its_rung() -> None:
+    gate, book = peer_gate(), PauseBook(maximize=True, rung=16)
+    for t in ("a", "b"):
+        gate.add(t)
+    book.waits("b", 8, False, False, ["a"], gate)  # b has reached 8
+    assert book.waits("a", 16, False, False, ["b"], gate)  # b runs short of the rung: a waits for it
+    assert not book.waits("c", 16, False, False, [], gate)  # nobody behind: c goes on
+
+
+def test_breadth_first_once_no_trial_is_left_to_reach_the_rung_the_bar_there_decides() -> None:
+    gate, book = peer_gate(), PauseBook(maximize=True, rung=16)
+    for t in ("a", "b", "c"):
+        gate.add(t)
+    feed(book, gate, "a", [0.2, 0.5])  # a and b wait at 16 examples with 0.5 and 0.1
+    assert book.waits("a", 16, False, True, [], gate)
+    book.wait("a", {"sweeper/examples_seen": 16}, 0.5, planned=96, below="peer pruner")
+    feed(book, gate, "b", [0.1, 0.1])
+    book.waits("b", 16, False, True, [], gate)
+    book.wait("b", {"sweeper/examples_seen": 16}, 0.1, planned=96, below="peer pruner")
+    assert book.why_resume("a", gate, to_start=True) is None  # c is still to start
+    feed(book, gate, "c", [0.3, 0.4])  # the last trial: above b, below a at the rung
+    assert not book.waits("c", 16, False, False, [], gate)  # nobody to wait for: it goes on
+    assert book.why_resume("a", gate) == "no trial is left to reach the rung (16) and it is above the bar there"
+    assert book.why_resume("b", gate) is None  # below the bar there: it stays paused, as any trial below it
+    b = book.paused["b"]
+    assert not b.waiting and b.reason == "peer pruner" and b.beaten_by == 0.5 and book.pauses["b"] == 1

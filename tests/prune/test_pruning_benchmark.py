@@ -55,8 +55,20 @@ def test_summary_names_each_missed_goal_and_passes_a_rule_that_meets_them() -> N
         rows[("real one", good, conc)] = {"compute": 0.5, "kept": 1.0, "regret": 0.0}
         rows[("cpu_grid12 (12 trials)", good, conc)] = {"compute": 0.25, "kept": 1.0, "regret": 0.0}
     lines = bench.summary(rows, benches, floor=0.4)
-    verdicts = {(ln[:30].strip(), ln[31:35].strip()): ln for ln in lines[3:]}
+    verdicts = {(ln[:34].strip(), ln[35:39].strip()): ln for ln in lines[3:]}
     assert verdicts[(good, "1")].endswith("meets every goal") and verdicts[(good, "2")].endswith("meets every goal")
     median = verdicts[("optuna median", "1")]
     assert "kept 0.90 < 0.99" in median and "compute 0.70 > 0.60" in median and "cpu_grid12 0.30" in median
     assert "worse than ASHA" not in median  # equal to ASHA is not worse
+
+
+def test_in_a_repeat_group_the_winner_is_the_config_and_any_of_its_runs_keeps_it() -> None:
+    # two runs of one config: the second ends 0.01 higher but trails at every earlier point, so median stops it
+    first, second = curve("first", [0.5, 0.8, 1.0, 1.10]), curve("second", [0.4, 0.7, 0.9, 1.11])
+    budget = Budget(grid=10, min_total=40, max_total=40)
+    config = {"pruner": "median"}
+    distinct = bench.score([first, second], config, budget, "maximize", 1, [[0, 1]])
+    assert distinct["kept"] == 0.0 and distinct["kept_run"] == 0.0 and distinct["regret"] == 1.0
+    repeat = bench.score([first, second], config, budget, "maximize", 1, [[0, 1]], repeat=True)
+    assert repeat["kept"] == 1.0 and repeat["kept_run"] == 0.0 and repeat["regret"] == 0.0
+    assert repeat["compute"] == distinct["compute"] < 1.0

@@ -87,7 +87,7 @@ def test_replay_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "no such file or sweep folder" in capsys.readouterr().err
     good = tmp_path / "a.json"
     good.write_text(json.dumps([{"step": 1, "rewards/margins": 0.1}]))
-    assert main(["replay", str(good), "--set", "n_startup=1"]) == 2
+    assert main(["replay", str(good), "--pruner", "median", "--set", "n_startup=1"]) == 2
     assert "did you mean 'n_startup_trials'" in capsys.readouterr().err
 
 

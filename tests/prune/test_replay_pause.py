@@ -87,8 +87,14 @@ def test_replay_cli_on_prune_pause_prints_pauses_and_resumes(tmp_path: Path,
     files = [str(tmp_path / "leader.json"), str(tmp_path / "late.json")]
     assert main(["replay", *files, "--orders", "0"]) == 0
     out = capsys.readouterr().out
-    assert "on_prune stop" in out and "winner late PRUNED" in out  # stop by default, as the spec
-    assert main(["replay", *files, "--orders", "2", "--on-prune", "pause"]) == 0
+    # sweeper's default rule (peer 25, 5% warm-up, pause, breadth first) judges late at its first point (8 examples),
+    # where one point has no trend to bound it by: this hand-made crosser, 2x behind until 70%, is lost
+    assert "with sweeper's default rule: sweeper peer (breadth_first=True, percentile=25.0" in out
+    assert "on_prune pause" in out and "winner late PRUNED" in out
+    assert main(["replay", *files, "--orders", "0", "--pruner", "median"]) == 0
+    out = capsys.readouterr().out
+    assert "on_prune stop" in out and "winner late PRUNED" in out  # a named pruner stops, as the spec
+    assert main(["replay", *files, "--orders", "2", "--pruner", "median", "--on-prune", "pause"]) == 0
     out = capsys.readouterr().out
     assert "on_prune pause" in out and "winner late kept" in out
     assert "      paused at 16 examples: below the pruner's bar" in out  # per trial, under its line
@@ -96,3 +102,28 @@ def test_replay_cli_on_prune_pause_prints_pauses_and_resumes(tmp_path: Path,
     assert "1 pause(s), 1 resume(s)" in out and "resumes" in out.splitlines()[-1]  # and per order
     assert main(["replay", *files, "--pruner", "asha", "--on-prune", "pause"]) == 2
     assert "--pruner asha has no pause rule" in capsys.readouterr().err
+
+
+def test_breadth_first_the_first_trial_waits_at_the_rung_instead_of_running_unchallenged() -> None:
+    # in this order without breadth first, the hopeless trial runs to its end: nobody is there to compare it with
+    plain = simulate([FLAT, LEADER], Replay(PEER, "maximize", BUDGET, on_prune="pause"))
+    assert plain.pruned == {} and plain.spent == 96 + 96
+    replay = Replay({**PEER, "breadth_first": True}, "maximize", BUDGET, on_prune="pause")
+    out = simulate([FLAT, LEADER], replay)
+    flat = out.events["flat"]
+    assert [(kind, at) for kind, at, _ in flat] == [("paused", 16), ("pruned", 16)]
+    assert "breadth first: waits at the first rung (the warm-up point, 16)" in flat[0][2]
+    assert "cannot beat the winner's 1.024" in flat[1][2]
+    assert "leader" not in out.events  # the last trial to start does not wait: it runs straight through
+    assert out.pruned == {"flat": 16} and out.winner_kept and out.spent == 96 + 16
+
+
+def test_breadth_first_needs_pause() -> None:
+    from pydantic import ValidationError
+
+    from sweeper.config.spec import EarlyTerminate
+
+    EarlyTerminate.model_validate({"type": "optuna", "pruner": "peer", "on_prune": "pause", "breadth_first": True})
+    with pytest.raises(ValidationError, match="breadth_first: trials wait at the first rung paused, which needs "
+                                              "on_prune: pause"):  # fmt: skip
+        EarlyTerminate.model_validate({"type": "optuna", "pruner": "peer", "breadth_first": True})

@@ -69,3 +69,30 @@ def test_a_paused_trial_is_resumed_and_ends_as_the_winner(tmp_path: Path) -> Non
     db = tmp_path / "trials" / "pausing" / "optuna.db"
     study = optuna.load_study(study_name="pausing", storage=f"sqlite:///{db}")
     assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "PRUNED"]
+
+
+# Breadth first with sweeper's peer pruner: the weak trial (lr 1e-5, first in the grid) reaches the first rung (the
+# warm-up point, 24 of 96 examples) while the other is still to start, so it waits there instead of running to its
+# end unchallenged. The strong trial (lr 3e-3) starts in its slot, is above it at the rung, and with nothing left
+# to start runs to its end; the waiting trial, below that trial at the rung, cannot beat it: pruned where it waited.
+BREADTH_FIRST = SPEC.replace("name: pausing", "name: breadth").replace(
+    "pruner: threshold, lower: 0.5,", "pruner: peer, percentile: 25,").replace(
+    "on_prune: pause}", "on_prune: pause, breadth_first: true}")  # fmt: skip
+
+
+def test_breadth_first_the_first_trial_waits_at_the_rung_and_is_pruned_there(tmp_path: Path) -> None:
+    assert "breadth_first: true" in BREADTH_FIRST and "pruner: peer" in BREADTH_FIRST
+    (tmp_path / "breadth.yaml").write_text(BREADTH_FIRST)
+    stdout = launch(tmp_path / "breadth.yaml", tmp_path)
+    sweep = load_sweep(tmp_path / "trials" / "breadth")
+    by_lr = {t.params["learning_rate"]: t for t in sweep.trials}
+    winner, weak = by_lr[3e-3], by_lr[1e-5]
+    assert (winner.status, weak.status) == ("completed", "pruned")
+    assert [(e["event"], e["examples_seen"]) for e in weak.events] == [("paused", 24), ("pruned", 24)]
+    assert "breadth first: waits at the first rung" in weak.events[0]["reason"]
+    assert "cannot beat the winner" in weak.pruned["reason"] and weak.pruned["saved_examples"] == 72
+    assert winner.events == [] and winner.final[EXAMPLES_SEEN] == 96  # never paused: it ran straight through
+    # the weak trial waited before the strong one started: without breadth first it would have run to its end
+    first = read_results(winner.path / "result.json")[0]["timestamp"]
+    assert weak.events[0]["time"] <= first + 1
+    assert "paused at 24 examples" in stdout and stdout.count("started (") == 2

@@ -404,10 +404,18 @@ class EarlyTerminate(BaseModel):
     # checkpoint at every log step; resumed when the bar falls below it, the leader degrades or is flagged by the
     # guard, or at the end when its upper bound could still beat the winner; sweeper.prune.pause).
     on_prune: Literal["stop", "pause"] = "stop"
+    # With on_prune: pause: a trial that reaches the first rung (the warm-up point) while trials are still to start
+    # waits there, paused, and is judged against every trial at the rung once all have started (the first trial of
+    # a sweep no longer runs to its end unchallenged because it came first).
+    breadth_first: bool = False
 
     @model_validator(mode="after")
     def _known_arguments(self) -> EarlyTerminate:
         from sweeper.config.pruners import OWN_KEYS, PRUNER_ARGS, WANDB_KEYS
+
+        if self.breadth_first and self.on_prune != "pause":
+            raise ValueError("early_terminate.breadth_first: trials wait at the first rung paused, which needs "
+                             "on_prune: pause: set it, or remove breadth_first")  # fmt: skip
 
         extra = dict(self.model_extra or {})
         if self.type == "hyperband":
@@ -494,6 +502,18 @@ class Spec(_Section):
     # Held-out preference evaluation, samples and multiple-choice checks after the sweep; None = none.
     evaluation: EvaluationSection | None = None
     tracking: TrackingSection = TrackingSection()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_rule(cls, data: Any) -> Any:
+        """``early_terminate: {type: optuna}`` with no pruner name: sweeper's default rule (config.pruners)."""
+        from sweeper.config.pruners import with_default_rule
+
+        if not isinstance(data, dict) or not isinstance(data.get("early_terminate"), dict):
+            return data
+        training = data.get("training")
+        stopping = isinstance(training, dict) and training.get("early_stopping_patience") is not None
+        return {**data, "early_terminate": with_default_rule(data["early_terminate"], stopping)}
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Spec:

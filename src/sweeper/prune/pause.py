@@ -14,7 +14,16 @@ so the pruner can be asked again later. It is resumed when the evidence changes:
   trials whose bound cannot beat the winner are pruned for good.
 
 A trial paused ``MAX_PAUSES`` times is pruned at its next verdict rather than paused again (each resume reloads
-its model). Plain Python: the Ray scheduler (sweeper.tune.raytune) asks it, tests feed it by hand.
+its model).
+
+Breadth first (``breadth_first: true``): rungs at the pruner's warm-up point and every RUNG_FACTOR times further.
+A trial that reaches a rung while trials are still to start, or while another trial (running, or waiting at an
+earlier rung) has yet to reach it, waits there, paused, whatever its value. When no trial is left to reach the rung,
+each waiting trial is judged against all the others there: above the bar it resumes, below it stays paused as any
+trial below the bar. A trial's curve no longer runs on unchallenged just because it came first. Each trial waits
+at most once per rung, and a wait is not counted in ``MAX_PAUSES``.
+
+Plain Python: the Ray scheduler (sweeper.tune.raytune) asks it, tests feed it by hand.
 """
 
 from __future__ import annotations
@@ -23,7 +32,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from sweeper.prune.gate import PruningGate, curve_noise
+from sweeper.plan.pruning import GateSettings
+from sweeper.prune.gate import PruningGate, curve_noise, warmup_steps
 from sweeper.records.metrics import EXAMPLES_SEEN, STEP
 
 # Standard deviations of a curve's own noise added to its optimistic final value (the end-of-sweep bound).
@@ -32,6 +42,8 @@ NOISE_SIGMAS = 2.0
 TAIL = 5
 # Pauses of one trial before a verdict below the bar prunes it for good.
 MAX_PAUSES = 3
+# Breadth first: each rung this many times the examples of the one before (as ASHA's reduction factor).
+RUNG_FACTOR = 3
 
 
 @dataclass
@@ -43,6 +55,9 @@ class Paused:
     reason: str
     planned: int  # examples it sees when it runs to its end
     beaten_by: float | None = None  # the leader's value when it was paused (None: it led, or nobody had a value)
+    waiting: bool = False  # breadth first: waiting at a rung for the trials yet to reach it
+    rung: int = 0  # waiting: the rung it waits at
+    below: str = ""  # waiting: the reason it stays paused if it is below the bar once no trial is left to come
 
     @property
     def examples_seen(self) -> int:
@@ -61,6 +76,9 @@ class PauseBook:
     flagged: set[str] = field(default_factory=set)  # flagged by the margin-hacking guard
     completed: dict[str, float] = field(default_factory=dict)  # final values
     version: int = 0  # counts changes of the evidence: the scheduler asks again only after one
+    rung: int | None = None  # breadth first: the first rung (the gate's unit), the next ones RUNG_FACTOR apart
+    waited: dict[str, int] = field(default_factory=dict)  # breadth first: the highest rung each trial waited at
+    reached: dict[str, int] = field(default_factory=dict)  # breadth first: each trial's last reported step
 
     def observe(self, trial_id: str, examples: int, value: Any, flagged: bool) -> None:
         """Every result of every trial: its value of the pruning metric and the guard's verdict."""
@@ -84,6 +102,51 @@ class PauseBook:
         self.pauses[trial_id] = self.pauses.get(trial_id, 0) + 1
         return paused
 
+    def rung_of(self, step: int) -> int | None:
+        """Breadth first: the highest rung at or below ``step`` (None below the first one, or not breadth first)."""
+        if self.rung is None or step < self.rung:
+            return None
+        rung = self.rung
+        while rung * RUNG_FACTOR <= step:
+            rung *= RUNG_FACTOR
+        return rung
+
+    def behind(self, rung: int, besides: str, running: list[str]) -> bool:
+        """Whether a trial other than ``besides`` (running, or waiting at an earlier rung) has yet to reach ``rung``
+        (a trial paused below the bar may never come: it is not waited for)."""
+        waiting = [t for t, p in self.paused.items() if p.waiting]
+        return any(self.reached.get(t, 0) < rung for t in [*running, *waiting] if t != besides)
+
+    def waits(self, trial_id: str, step: int, at_end: bool, to_start: bool, running: list[str],
+              gate: PruningGate) -> bool:  # fmt: skip
+        """Breadth first: whether a trial that just reported at ``step`` (the gate's unit) waits at its rung: trials
+        are still to start (``to_start``) or other trials (``running``, or waiting) have yet to reach the rung; it
+        has not waited there yet; this is not its last log, nor is it resumed at the end. Trials waiting at a lower
+        rung that no trial is left to reach, and that are below the bar there, are first settled as paused below
+        the bar (they are not waited for)."""
+        self.reached[trial_id] = step
+        rung = self.rung_of(step)
+        if rung is None or at_end or trial_id in self.final or self.waited.get(trial_id, -1) >= rung:
+            return False
+        if to_start:
+            return True
+        for t in self.asking_order([t for t, p in self.paused.items() if p.waiting and t != trial_id]):
+            if not self.behind(self.paused[t].rung, t, [*running, trial_id]):
+                self._settle(t, gate)
+        return self.behind(rung, trial_id, running)
+
+    def wait(self, trial_id: str, result: dict[str, Any], value: Any, planned: int, below: str) -> Paused:
+        """Pause a trial at its rung until no trial is left to reach it (``below``: why it stays paused if it is
+        then below the bar)."""
+        number = value if isinstance(value, int | float) and math.isfinite(value) else None
+        rung = self.rung_of(self.reached[trial_id]) or 0
+        where = f"the first rung (the warm-up point, {rung})" if rung == self.rung else f"the rung at {rung}"
+        reason = f"breadth first: waits at {where} for the trials yet to reach it"
+        paused = Paused(dict(result), number, reason, planned, waiting=True, rung=rung, below=below)
+        self.paused[trial_id] = paused
+        self.waited[trial_id] = rung
+        return paused
+
     def resume(self, trial_id: str, final: bool = False) -> Paused:
         if final:
             self.final.add(trial_id)
@@ -100,10 +163,17 @@ class PauseBook:
 
     # -- decisions ------------------------------------------------------------------------------------------
 
-    def why_resume(self, trial_id: str, gate: PruningGate) -> str | None:
+    def why_resume(self, trial_id: str, gate: PruningGate, to_start: bool = False,
+                   running: list[str] | None = None) -> str | None:  # fmt: skip
         """Why a paused trial should run again now, or None: the bar fell below it, or the leader no longer
-        leads it (degraded, or flagged by the guard)."""
+        leads it (degraded, or flagged by the guard); a trial waiting at a rung, once no trial is left to reach it
+        (none ``to_start``, none ``running`` or waiting short of it): it is above the bar there (else it stays
+        paused as a trial below the bar)."""
         paused = self.paused[trial_id]
+        if paused.waiting:
+            if to_start or self.behind(paused.rung, trial_id, running or []):
+                return None
+            return self._settle(trial_id, gate)
         if trial_id in gate.curves and not gate.still_prunes(trial_id):
             return "the bar fell below it"
         if paused.beaten_by is None or paused.value is None:
@@ -112,6 +182,28 @@ class PauseBook:
         if leader is None or not self._beats(leader[1], paused.value):
             return "the leader no longer beats it" if leader else "every trial that beat it was flagged by the guard"
         return None
+
+    def _settle(self, trial_id: str, gate: PruningGate) -> str | None:
+        """A waiting trial that no trial is left to reach its rung: above the bar there, why it resumes; below it,
+        None, and it stays paused as a trial below the bar."""
+        paused = self.paused[trial_id]
+        if not paused.waiting:
+            return None
+        if trial_id not in gate.curves or not gate.still_prunes(trial_id):
+            return f"no trial is left to reach the rung ({paused.rung}) and it is above the bar there"
+        paused.waiting = False
+        paused.reason = paused.below
+        self.pauses[trial_id] = self.pauses.get(trial_id, 0) + 1
+        leader = self.leader(besides=trial_id)
+        if leader is not None and paused.value is not None and self._beats(leader[1], paused.value):
+            paused.beaten_by = leader[1]
+        return None
+
+    def asking_order(self, paused: list[str]) -> list[str]:
+        """The order to ask ``paused`` trials (in start order) why they should resume: trials paused below the bar
+        first, then trials waiting at a rung, lowest rung first (a trial judged at a lower rung may let the trials
+        waiting at a higher one go on)."""
+        return sorted(paused, key=lambda t: self.paused[t].rung if self.paused[t].waiting else -1)
 
     def leader(self, besides: str | None = None) -> tuple[str, float] | None:
         """The best latest value among the trials the guard has not flagged (running, paused or completed; a
@@ -190,13 +282,19 @@ def event(kind: str, result: dict[str, Any], value: Any, reason: str, now: float
 _BOOKS: dict[str, PauseBook] = {}
 
 
-def pause_book(key: str, maximize: bool) -> PauseBook:
+def pause_book(key: str, maximize: bool, rung: int | None = None) -> PauseBook:
     """The sweep's PauseBook (one per gate key, like the gate itself: Ray deep-copies the scheduler and the
-    searcher, and both must see the same paused trials)."""
+    searcher, and both must see the same paused trials); ``rung``: breadth first, set when it is made."""
     book = _BOOKS.get(key)
     if book is None:
-        book = _BOOKS[key] = PauseBook(maximize)
+        book = _BOOKS[key] = PauseBook(maximize, rung=rung)
     return book
+
+
+def sweep_book(settings: GateSettings) -> PauseBook:
+    """The PauseBook of the sweep behind these gate settings (its rung at the warm-up point when breadth first)."""
+    rung = warmup_steps(settings.config, settings.budget) if settings.config.get("breadth_first") else None
+    return pause_book(settings.key, settings.direction == "maximize", rung)
 
 
 def forget_book(key: str) -> None:

@@ -24,7 +24,7 @@ from sweeper.plan.compile import sweep_budget
 from sweeper.plan.pruning import from_wandb
 from sweeper.prune import schedule
 from sweeper.prune.curves import Curve, budget_of, curves_from_log_history, curves_from_sweep, load_curves
-from sweeper.prune.gate import PruningGate, build_pruner
+from sweeper.prune.gate import PruningGate, build_pruner, warmup_steps
 from sweeper.prune.pause import PauseBook
 
 __all__ = [
@@ -99,6 +99,8 @@ def simulate(curves: list[Curve], replay: Replay, order: list[int] | None = None
             raise TrialsError(f"on_prune: pause needs sweeper's pruning gate (an Optuna pruner or peer), not "
                               f"{type(gate).__name__}: replay it with on_prune: stop")  # fmt: skip
         book = PauseBook(maximize=replay.direction == "maximize")
+        if replay.config.get("breadth_first"):
+            book.rung = warmup_steps(replay.config, replay.budget)
     elif replay.on_prune != "stop":
         raise TrialsError(f"on_prune must be 'stop' or 'pause', but got {replay.on_prune!r}")
     queue = [curves[i] for i in (order if order is not None else range(len(curves)))]
@@ -148,7 +150,7 @@ def sweep_config(spec: Spec, meta: dict[str, Any]) -> tuple[dict[str, Any], Budg
     budget = sweep_budget(spec, int(data.get("n_train", 0)), float(data.get("tokens_per_example", 1.0)))
     et = spec.early_terminate
     if et is None:
-        return {"type": "optuna", "pruner": "median"}, budget, 0.0
+        return default_rule(), budget, 0.0
     config = from_wandb(et.arguments, budget) if et.type == "hyperband" else et.arguments
     return config, budget, et.smoothing
 
@@ -182,21 +184,27 @@ def replay_text(options: ReplayOptions, gate_factory: Any = None) -> str:
     if recorded is not None:
         config, budget, recorded_smoothing = sweep_config(*recorded)
     else:
-        config, budget, recorded_smoothing = {"type": "optuna", "pruner": "median"}, budget_of(curves), 0.0
+        config, budget, recorded_smoothing = default_rule(), budget_of(curves), 0.0
     if gate_factory is not None:
         config = {"type": "optuna", "pruner": "nop"}  # the factory's scheduler decides; the study only records
         named = "Ray Tune ASHA (grace 10%, reduction 3)"
     else:
+        default = config == default_rule()
         if options.pruner is not None:
-            warmup = config.get("warmup_fraction", 0.1)
+            warmup = 0.1 if default else config.get("warmup_fraction", 0.1)  # the spec's default warm-up
             config = {"type": "optuna", "pruner": options.pruner, "warmup_fraction": warmup}
         config = {**config, **options.overrides}
-        _check(config)
         pruner = config.get("pruner", "median")
         named = f"{'sweeper' if pruner == 'peer' else 'Optuna'} {pruner} ({_args_text(config)})"
+        if default and options.pruner is None and not options.overrides:
+            named = f"sweeper's default rule: {named}"
     smooth = recorded_smoothing if options.smoothing is None else options.smoothing
     concurrency, n_orders = options.concurrency, options.n_orders
-    on_prune = _on_prune(options, recorded[0] if recorded is not None else None, gate_factory is not None)
+    on_prune = _on_prune(options, config, gate_factory is not None)
+    if on_prune == "stop" and config.get("breadth_first") and "breadth_first" not in options.overrides:
+        config = {**config, "breadth_first": False}  # breadth first waits paused: not when trials stop
+    if gate_factory is None:
+        _check({**config, "on_prune": on_prune})
     replay = Replay(config, direction, budget, concurrency, smooth, on_prune)
 
     def run(order: list[int] | None = None) -> Outcome:
@@ -240,9 +248,9 @@ def _check_options(options: ReplayOptions) -> None:
         raise SpecError(f"replay: --examples-per-step must be at least 1, got {options.examples_per_step}")
 
 
-def _on_prune(options: ReplayOptions, spec: Spec | None, other_scheduler: bool) -> str:
-    """--on-prune, else the recorded sweep's own on_prune, else the spec's default; Ray's ASHA only stops."""
-    from sweeper.config.spec import EarlyTerminate
+def _on_prune(options: ReplayOptions, config: dict[str, Any], other_scheduler: bool) -> str:
+    """--on-prune, else the pruner config's own (the recorded sweep's, or sweeper's default rule), else stop; Ray's
+    ASHA only stops."""
     from sweeper.errors import SpecError
 
     if options.on_prune is not None and options.on_prune not in ("stop", "pause"):
@@ -254,9 +262,14 @@ def _on_prune(options: ReplayOptions, spec: Spec | None, other_scheduler: bool) 
         return "stop"
     if options.on_prune is not None:
         return options.on_prune
-    if spec is not None and spec.early_terminate is not None:
-        return spec.early_terminate.on_prune
-    return str(EarlyTerminate.model_fields["on_prune"].default)
+    return str(config.get("on_prune", "stop"))
+
+
+def default_rule() -> dict[str, Any]:
+    """sweeper's default rule (sweeper.config.pruners.DEFAULT_RULE) as a replay's pruner config."""
+    from sweeper.config.pruners import with_default_rule
+
+    return with_default_rule({"type": "optuna"})
 
 
 def _direction(options: ReplayOptions, metric: str, sweep_goal: str | None) -> tuple[str, str | None]:
@@ -290,5 +303,5 @@ def _check(config: dict[str, Any]) -> None:
 
 
 def _args_text(config: dict[str, Any]) -> str:
-    skip = {"type", "pruner", "step_unit", "guard", "smoothing"}
+    skip = {"type", "pruner", "step_unit", "guard", "smoothing", "on_prune"}
     return ", ".join(f"{k}={v}" for k, v in sorted(config.items()) if k not in skip) or "defaults"

@@ -4,6 +4,8 @@ trial below the bar stops or, with ``on_prune: pause``, waits while the PauseBoo
 It mirrors the live Ray scheduler (sweeper.tune.raytune, ``OptunaPruningScheduler``) decision for decision:
 
 - every logged value is observed by the PauseBook (a pausing sweep), then reported to the gate;
+- breadth first, a trial that reaches a rung while trials are still queued, or running or waiting short of the
+  rung, waits there, paused;
 - a trial the gate would prune, at a point that is not its planned end, is paused: its slot frees and the
   examples it trained so far are spent; a trial resumed at the end runs on to its end, and one already paused
   ``MAX_PAUSES`` times is pruned for good;
@@ -78,7 +80,15 @@ def run(queue: list[Curve], gate: Any, outcome: Outcome, concurrency: int, book:
         last = r.index + 1 == len(curve.points)
         if book is not None:
             book.observe(tid, step, value, flagged=last and is_flagged(curve.guard))
-        if gate.report(tid, step, value) and not (last and curve.final is not None):
+        below = gate.report(tid, step, value)
+        others = [o.curve.trial_id for o in running if o is not r]
+        if book is not None and book.waits(tid, step, last, bool(queue), others, gate):
+            book.wait(tid, {EXAMPLES_SEEN: step}, value, curve.total, BELOW_BAR)
+            outcome.note(tid, "paused", step, book.paused[tid].reason)
+            r.index += 1
+            waiting[tid] = running.pop(i)
+            continue
+        if below and not (last and curve.final is not None):
             if book is not None and tid in book.final:
                 pass  # resumed at the end: it runs to its end
             elif book is not None and book.may_pause(tid):
@@ -119,11 +129,12 @@ def _pick(book: PauseBook, gate: Any, waiting: dict[str, _Run], started: list[st
           outcome: Outcome) -> tuple[str, str, bool] | None:  # fmt: skip
     """The paused trial to resume into a free slot (id, why, resumed at the end?), as choose_trial_to_run picks it;
     at the end, the paused trials that cannot beat the winner are pruned where they paused."""
-    order = [t for t in started if t in waiting]
+    order = book.asking_order([t for t in started if t in waiting])
     if not order:
         return None
+    ids = [r.curve.trial_id for r in running]
     for t in order:
-        why = book.why_resume(t, gate)
+        why = book.why_resume(t, gate, running=ids)
         if why is not None:
             return t, why, False
     if running:

@@ -78,7 +78,12 @@ def describe(spec: Spec, spec_path: Path) -> list[str]:
         )
         on = pruning_metric(spec)
         held = " (held-out, every eval_steps)" if on.startswith("eval_") else ""
-        lines.append(f"  early_terminate: {pruner} on {on}{held} per {et.step_unit} seen, "
+        args = et.arguments
+        rule = (f" (percentile {args.get('percentile', 50.0):g})" if et.pruner == "peer" else "") + (
+            f", warm-up {et.warmup_fraction:.0%}, on_prune {et.on_prune}" if et.type == "optuna" else ""
+        )
+        rule += ", breadth first" if et.breadth_first else ""
+        lines.append(f"  early_terminate: {pruner}{rule} on {on}{held} per {et.step_unit} seen, "
                      f"margin-hacking guard: {et.guard}")  # fmt: skip
         if spec.training.eval_steps is None and not on.startswith("eval_"):
             lines.append(f"  tip: set training.eval_steps to prune on held-out eval_{on}: train margins at "

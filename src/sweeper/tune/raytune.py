@@ -71,12 +71,12 @@ def _trainable(config: dict[str, Any], *, plan: SweepPlan, train_rows: list[dict
 # ---------------------------------------------------------------------------------------------
 
 
-def pruning_scheduler(plan: SweepPlan, step_key: str, pruner_name: str, experiment: str) -> Any:
+def pruning_scheduler(plan: SweepPlan, step_key: str, pruner_name: str, experiment: str, n_planned: int) -> Any:
     from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
     from sweeper.prune.decide import pruned_record, stop_reason
     from sweeper.prune.guard import is_flagged
-    from sweeper.prune.pause import event, pause_book
+    from sweeper.prune.pause import event, sweep_book
     from sweeper.records.storage import trial_record, write_record
     from sweeper.records.store import EVENTS_FILE, PRUNED_FILE
 
@@ -85,7 +85,6 @@ def pruning_scheduler(plan: SweepPlan, step_key: str, pruner_name: str, experime
     metric = pruning_metric(spec)  # the held-out eval_ metric when the trials evaluate
     guard_mode = spec.early_terminate.guard if spec.early_terminate else "off"
     pausing = pauses(spec)
-    maximize = spec.metric.goal == "maximize"
     limit = spec.resources.max_concurrent_trials
 
     class OptunaPruningScheduler(FIFOScheduler):
@@ -121,14 +120,21 @@ def pruning_scheduler(plan: SweepPlan, step_key: str, pruner_name: str, experime
             planned = self.planned[trial.trial_id]
             at_end = int(result.get(EXAMPLES_SEEN) or 0) >= planned  # its last log: let it finish
             g = build_gate(gate)
-            book = pause_book(gate.key, maximize) if pausing else None
+            book = sweep_book(gate) if pausing else None
             if book is not None:
                 book.observe(trial.trial_id, int(result.get(EXAMPLES_SEEN) or 0), value, is_flagged(verdict))
+            why = f"{pruner_name} pruner on {metric}"
             reason = stop_reason(g, trial.trial_id, int(step), value, verdict=verdict, guard=guard_mode,
-                                 at_end=at_end, why=f"{pruner_name} pruner on {metric}")  # fmt: skip
+                                 at_end=at_end, why=why)  # fmt: skip
+            hacking = guard_mode == "prune" and is_flagged(verdict)  # the guard stops for good, paused or not
+            if book is not None and not hacking and book.waits(trial.trial_id, int(step), at_end,
+                                                               self.to_start(tune_controller),
+                                                               self.running(tune_controller, trial), g):  # fmt: skip
+                book.wait(trial.trial_id, result, value, planned, why)
+                self.note(trial, "paused", result, value, book.paused[trial.trial_id].reason)
+                return TrialScheduler.PAUSE
             if reason is None:
                 return TrialScheduler.CONTINUE
-            hacking = guard_mode == "prune" and is_flagged(verdict)  # the guard stops for good, paused or not
             if book is not None and not hacking:
                 if trial.trial_id in book.final:  # resumed at the end: it runs to its end
                     return TrialScheduler.CONTINUE
@@ -151,7 +157,7 @@ def pruning_scheduler(plan: SweepPlan, step_key: str, pruner_name: str, experime
             pending = [t for t in trials if t.status == "PENDING"]
             if pending:  # new (and already resumed) trials first
                 return pending[0]
-            book = pause_book(gate.key, maximize)
+            book = sweep_book(gate)
             waiting = [t for t in trials if t.status == "PAUSED" and t.trial_id in book.paused]
             active = sum(t.status == "RUNNING" for t in trials)
             if not waiting or (limit is not None and active >= limit):
@@ -161,8 +167,10 @@ def pruning_scheduler(plan: SweepPlan, step_key: str, pruner_name: str, experime
             if asked == self.asked:  # called on every loop of the controller: ask again only when something changed
                 return None
             g = build_gate(gate)
-            for t in waiting:
-                why = book.why_resume(t.trial_id, g)
+            to_start, running = self.to_start(tune_controller), self.running(tune_controller)
+            by_id = {t.trial_id: t for t in waiting}
+            for t in [by_id[i] for i in book.asking_order(list(by_id))]:
+                why = book.why_resume(t.trial_id, g, to_start=to_start, running=running)
                 if why is not None:
                     return self.resume(t, why, final=False)
             self.asked = asked
@@ -182,14 +190,24 @@ def pruning_scheduler(plan: SweepPlan, step_key: str, pruner_name: str, experime
                    f"no trial completed: the paused trial with the best upper bound ({bound})")  # fmt: skip
             return self.resume(chosen, why, final=True)
 
+        def to_start(self, tune_controller: Any) -> bool:
+            """Breadth first: whether trials of the sweep are still to start (pending, or not yet made)."""
+            trials = tune_controller.get_trials()
+            if any(t.status == "PENDING" for t in trials):
+                return True
+            return len(trials) < n_planned and not tune_controller.search_alg.is_finished()
+
+        def running(self, tune_controller: Any, besides: Any = None) -> list[str]:
+            return [t.trial_id for t in tune_controller.get_trials() if t.status == "RUNNING" and t is not besides]
+
         def resume(self, trial: Any, why: str, final: bool) -> Any:
-            paused = pause_book(gate.key, maximize).resume(trial.trial_id, final=final)
+            paused = sweep_book(gate).resume(trial.trial_id, final=final)
             self.note(trial, "resumed", paused.result, paused.value, why)
             return trial
 
         def prune_paused(self, tune_controller: Any, trial: Any, why: str) -> None:
             """A paused trial that can no longer beat the winner: pruned where it was paused, and stopped."""
-            book = pause_book(gate.key, maximize)
+            book = sweep_book(gate)
             paused = book.paused[trial.trial_id]
             build_gate(gate).prune(trial.trial_id)
             reason = f"{paused.reason}; paused, and {why}"
@@ -211,12 +229,12 @@ def pruning_scheduler(plan: SweepPlan, step_key: str, pruner_name: str, experime
             value = (result or {}).get(metric)
             build_gate(gate).complete(trial.trial_id, value)
             if pausing:
-                pause_book(gate.key, maximize).complete(trial.trial_id, value if (result or {}).get(DONE) else None)
+                sweep_book(gate).complete(trial.trial_id, value if (result or {}).get(DONE) else None)
 
         def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
             build_gate(gate).fail(trial.trial_id)
             if pausing:
-                pause_book(gate.key, maximize).forget(trial.trial_id)
+                sweep_book(gate).forget(trial.trial_id)
 
     return OptunaPruningScheduler()
 
@@ -236,14 +254,14 @@ def pausing_search(plan: SweepPlan, searcher: Any) -> Any:
     trial frees its slot (and its GPU) for the next one. Ray's own limits count paused trials as live."""
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
 
-    from sweeper.prune.pause import pause_book
+    from sweeper.prune.pause import sweep_book
 
     assert plan.gate is not None
-    key, maximize = plan.gate.key, plan.spec.metric.goal == "maximize"
+    settings = plan.gate
     limit = plan.spec.resources.max_concurrent_trials
 
     def running(live: set[str]) -> int:
-        return len(live - set(pause_book(key, maximize).paused))
+        return len(live - set(sweep_book(settings).paused))
 
     if searcher is None:
 
@@ -520,7 +538,8 @@ def _search(plan: SweepPlan, experiment: str) -> _Search:
         et = spec.early_terminate
         step_key = TOKENS_SEEN if et is not None and et.step_unit == "tokens" else EXAMPLES_SEEN
         name = "hyperband" if et is not None and et.type == "hyperband" else (et.pruner if et else "nop")
-        scheduler = pruning_scheduler(plan, step_key, name, experiment)
+        n_planned = int(spec.run_cap or 1) if spec.method == "bayes" else len(plan.configs)
+        scheduler = pruning_scheduler(plan, step_key, name, experiment, n_planned)
     searcher = study_searcher(plan) if spec.method == "bayes" else None
     limit = spec.resources.max_concurrent_trials
     if plan.gate is not None and pauses(spec):
