@@ -145,3 +145,57 @@ def test_a_rerun_trial_keeps_its_last_run() -> None:
     assert last_run([{"loss": 1.0}, {"loss": 0.5}]) == [{"loss": 1.0}, {"loss": 0.5}]  # no iteration: one run
     resumed = [{"training_iteration": i, "pid": 7} for i in (4, 5)]  # after `resume` Ray goes on counting
     assert last_run([{**r, "pid": 6} for r in first] + resumed) == resumed  # a new worker process: a new run
+
+
+@pytest.mark.extended
+@pytest.mark.slow
+def test_resume_of_a_killed_pausing_sweep_completes_with_each_trial_once(tmp_path: Path) -> None:
+    """sweeper's default rule pauses (breadth first): kill the driver while one trial is PAUSED and the other runs,
+    then resume. The pause book is not saved: restored trials start from their latest checkpoint, are judged again
+    by the gate, and every trial ends once (completed, or pruned with its record)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1"}
+    spec = resume_spec(tmp_path)
+    spec.write_text(spec.read_text().replace("early_terminate: {type: optuna, pruner: nop}",
+                                             "early_terminate: {type: optuna}"))  # fmt: skip
+    sweep_dir = tmp_path / "trials" / "resumed"
+    driver = subprocess.Popen([sys.executable, "-m", "sweeper", "launch", str(spec)], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(driver.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    procs = []
+    try:
+
+        def paused_and_running() -> dict[str, tuple[str, str]] | None:
+            assert driver.poll() is None, "".join(lines)[-3000:]
+            states = trial_states(sweep_dir)
+            paused = [t for t, (s, _) in states.items() if s == "PAUSED"]
+            running = [d for s, d in states.values() if s == "RUNNING" and read_results(sweep_dir / d / "result.json")]
+            return states if paused and running else None
+
+        at_kill = wait_for(paused_and_running, 300, "a paused trial and a running one in the experiment state")
+        procs = tree(driver.pid)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(30)
+    finally:
+        kill_all([driver, *procs] if procs else tree(driver.pid))
+    assert "breadth first: waits at the first rung" in "".join(lines)
+
+    proc = subprocess.run([sys.executable, "-m", "sweeper", "resume", "trials/resumed"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    sweep = load_sweep(sweep_dir)
+    ids = [t.trial_id for t in sweep.trials]
+    assert sorted(ids) == sorted(at_kill) and len(ids) == len(set(ids)) == N_TRIALS
+    assert sum(sweep.by_status().values()) == N_TRIALS and sweep.by_status().get("completed", 0) >= 1
+    for trial in sweep.trials:
+        steps = [r["sweeper/step"] for r in trial.curve]
+        assert len(steps) == len(set(steps)), trial.trial_id  # each logged step once, paused or resumed
+        if trial.status == "completed":
+            assert trial.final["sweeper/done"] == 1 and trial.final["sweeper/examples_seen"] == 4 * MAX_STEPS
+        else:
+            assert trial.status == "pruned" and trial.pruned is not None
+    assert (tmp_path / "reports" / "resumed.md").is_file()
+    study = optuna.load_study(study_name="resumed", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    assert "RUNNING" not in [t.state.name for t in study.trials]
