@@ -295,10 +295,10 @@ def test_optuna_with_no_pruner_name_is_sweepers_default_rule() -> None:
     assert own is not None and own.warmup_fraction == 0.2 and own.breadth_first  # the spec's keys win
     stop = parse_spec({**BASE, "early_terminate": {"type": "optuna", "on_prune": "stop"}}).early_terminate
     assert stop is not None and (stop.on_prune, stop.breadth_first) == ("stop", False)
-    # early stopping does not support pause yet: the default rule stops trials below the bar instead
+    # with early stopping too (a paused trial keeps its best checkpoint and its patience count: tests/train)
     stopping = parse_spec({**BASE, "early_terminate": {"type": "optuna"},
                            "training": {"eval_steps": 4, "early_stopping_patience": 2}}).early_terminate  # fmt: skip
     assert stopping is not None and (stopping.pruner, stopping.on_prune, stopping.breadth_first) == (
-        "peer", "stop", False)  # fmt: skip
+        "peer", "pause", True)  # fmt: skip
     named = parse_spec({**BASE, "early_terminate": {"type": "optuna", "pruner": "median"}}).early_terminate
     assert named is not None and (named.on_prune, named.breadth_first, named.warmup_fraction) == ("stop", False, 0.1)

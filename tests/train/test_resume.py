@@ -84,3 +84,48 @@ def test_a_paused_trial_resumed_from_its_checkpoint_trains_the_same_curve(tmp_pa
     worst = max(abs(got[k] - expected[k]) for k in expected)
     print(f"{quantization}/{optim}: largest difference {worst!r} over {len(expected)} values")
     assert worst <= TOLERANCE, f"largest difference {worst:.3g} on the resumed curve"
+
+
+def test_a_paused_trial_with_early_stopping_stops_where_and_keeps_what_the_uninterrupted_one_does(
+        tmp_path: Path) -> None:  # fmt: skip
+    """Early stopping on a pausable trial: the lowest held-out margins count as best (greater_is_better: false), so
+    the best checkpoint is step 1's and patience 2 ends the trial after step 3. Paused at step 2 and resumed in a new
+    run, it must stop at the same step (the patience counter goes on) and end with the same best adapter (copied
+    into each later checkpoint: the process that paused, and its checkpoint folders, are gone)."""
+    from safetensors.torch import load_file
+
+    from sweeper.records.metrics import BEST_STEP
+
+    base = job("none", "adamw_torch")
+    training = base.settings.training.model_copy(update={
+        "eval_steps": 1, "early_stopping_patience": 2, "metric_for_best_model": "eval_rewards/margins",
+        "greater_is_better": False})  # fmt: skip
+    stopping = dataclasses.replace(base.with_training(training), pausable=True)
+
+    def keep_adapter(into: Path) -> Any:
+        def report(metrics: dict[str, Any], checkpoint: str | None) -> None:
+            if "sweeper/done" in metrics:
+                shutil.copytree(str(checkpoint), into)
+
+        return report
+
+    plain = run_trial(stopping, keep_adapter(tmp_path / "plain"))
+    assert (plain[BEST_STEP], plain[STEP]) == (1, 3)  # best at the first evaluation, stopped 2 evaluations later
+
+    kept = tmp_path / "checkpoint"
+
+    def pause_after_the_eval_of_step_2(metrics: dict[str, Any], checkpoint: str | None) -> None:
+        if "eval_loss" in metrics and metrics[STEP] == 2:
+            shutil.copytree(str(checkpoint), kept)
+            raise Paused
+
+    with pytest.raises(Paused):
+        run_trial(stopping, pause_after_the_eval_of_step_2)
+    assert (kept / "best-adapter" / "adapter_model.safetensors").is_file()  # step 1's adapter travels with it
+    resumed = run_trial(stopping, keep_adapter(tmp_path / "resumed"), resume_from=str(kept))
+    assert (resumed[BEST_STEP], resumed[STEP]) == (1, 3)
+    a = load_file(str(tmp_path / "plain" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(float((a[k] - b[k]).abs().max()) <= TOLERANCE for k in a)
+    last = load_file(str(kept / "adapter_model.safetensors"))  # step 2's own adapter: not what the trial keeps
+    assert any(float((a[k] - last[k]).abs().max()) > TOLERANCE for k in a)

@@ -30,8 +30,7 @@ WANDB_KEYS = frozenset({"type", "min_iter", "max_iter", "eta", "s", "strict"})
 # sweeper's default rule: what ``early_terminate: {type: optuna}`` with no pruner name, and ``replay`` of log_history
 # files with no --pruner, use. The one rule that meets every pruning goal of benchmarks/pruning_replay.py (README,
 # "Which pruner when"): sweeper's peer pruner at percentile 25 after a 5% warm-up, trials below the bar paused rather
-# than stopped, breadth first. Keys the spec gives override it; with on_prune: stop (or early stopping, which pause
-# does not support yet) breadth_first is off.
+# than stopped, breadth first. Keys the spec gives override it; with on_prune: stop breadth_first is off.
 DEFAULT_RULE: dict[str, object] = {
     "pruner": "peer",
     "percentile": 25.0,
@@ -41,15 +40,12 @@ DEFAULT_RULE: dict[str, object] = {
 }
 
 
-def with_default_rule(early_terminate: dict[str, object], early_stopping: bool = False) -> dict[str, object]:
+def with_default_rule(early_terminate: dict[str, object]) -> dict[str, object]:
     """An ``early_terminate`` mapping of ``type: optuna`` with no pruner name, filled with DEFAULT_RULE (its own keys
-    win); ``early_stopping``: the trials stop early on held-out evaluations, so trials below the bar stop."""
+    win)."""
     if early_terminate.get("type") != "optuna" or "pruner" in early_terminate:
         return early_terminate
-    rule = dict(DEFAULT_RULE)
-    if early_stopping:
-        rule["on_prune"] = "stop"
-    out = {**rule, **early_terminate}
+    out = {**DEFAULT_RULE, **early_terminate}
     if out["on_prune"] != "pause" and "breadth_first" not in early_terminate:
         out["breadth_first"] = False
     return out

@@ -511,9 +511,7 @@ class Spec(_Section):
 
         if not isinstance(data, dict) or not isinstance(data.get("early_terminate"), dict):
             return data
-        training = data.get("training")
-        stopping = isinstance(training, dict) and training.get("early_stopping_patience") is not None
-        return {**data, "early_terminate": with_default_rule(data["early_terminate"], stopping)}
+        return {**data, "early_terminate": with_default_rule(data["early_terminate"])}
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Spec:
@@ -537,11 +535,6 @@ class Spec(_Section):
             raise ValueError("training.precompute_ref_log_probs: TRL's precompute replaces the adapter-disabled "
                              f"reference; with model.reference: {self.model.reference} use one or the "
                              "other")  # fmt: skip
-        et = self.early_terminate
-        if et is not None and et.on_prune == "pause" and self.training.early_stopping_patience is not None:
-            raise ValueError("early_terminate.on_prune: pause keeps a checkpoint at every log step, which early "
-                             "stopping's best-checkpoint saving does not support yet: use on_prune: stop, or remove "
-                             "training.early_stopping_patience")  # fmt: skip
         if self.training.early_stopping_patience is not None and self.training.eval_steps is None:
             raise ValueError("training.early_stopping_patience: early stopping reads held-out evaluations: set "
                              "training.eval_steps too")  # fmt: skip

@@ -126,7 +126,9 @@ def dpo_config(training: TrainingSection, data: DataSection, output_dir: str, bf
     if stopping:  # checkpoints at every evaluation, the best one loaded at the end (and saved as the adapter)
         best = {"save_strategy": "steps", "save_steps": training.eval_steps, "save_total_limit": 2,
                 "load_best_model_at_end": True, "metric_for_best_model": training.metric_for_best_model,
-                "greater_is_better": training.greater_is_better}  # fmt: skip
+                "greater_is_better": training.greater_is_better,
+                # a paused and resumed trial goes on counting evaluations without improvement where it paused
+                "restore_callback_states_from_checkpoint": True}  # fmt: skip
     return DPOConfig(
         output_dir=output_dir,
         per_device_train_batch_size=training.per_device_train_batch_size,

@@ -26,17 +26,42 @@ from sweeper.records.metrics import RESUMED_AT_STEP
 PREFIX = "checkpoint"
 TRAINER_STATE = "trainer_state.json"
 SWEEPER_STATE = "sweeper_state.json"
+# Early stopping: the best checkpoint's adapter inside each later checkpoint (what load_best_model_at_end loads)
+BEST = "best-adapter"
+NOT_ADAPTER = ("optimizer.pt", "scheduler.pt", "rng_state*.pth", "scaler.pt", TRAINER_STATE, SWEEPER_STATE, BEST)
 
 
-def finish_checkpoint(output_dir: str, step: int, elapsed_s: float) -> str:
+def finish_checkpoint(output_dir: str, step: int, elapsed_s: float, best: str | None = None) -> str:
     """The checkpoint the Trainer just wrote for ``step``, with sweeper's state added; older ones are deleted
-    (each was copied to the trial's storage when it was reported)."""
+    (each was copied to the trial's storage when it was reported).
+
+    ``best`` (early stopping: the Trainer's best checkpoint so far, which ``load_best_model_at_end`` loads): kept
+    when it is an older checkpoint here, and its adapter copied into this one (BEST), so that a trial resumed from
+    this checkpoint in another process still ends with its best adapter (:func:`restore_best`).
+    """
     folder = Path(output_dir) / f"{PREFIX}-{step}"
-    (folder / SWEEPER_STATE).write_text(json.dumps({"step": step, "elapsed_s": elapsed_s}) + "\n")
+    state: dict[str, Any] = {"step": step, "elapsed_s": elapsed_s}
+    if best is not None and Path(best).is_dir() and Path(best).resolve() != folder.resolve():
+        shutil.copytree(best, folder / BEST, ignore=shutil.ignore_patterns(*NOT_ADAPTER), dirs_exist_ok=True)
+        state["best"] = BEST
+    (folder / SWEEPER_STATE).write_text(json.dumps(state) + "\n")
+    keep = {folder.resolve(), *([Path(best).resolve()] if best is not None else [])}
     for older in Path(output_dir).glob(f"{PREFIX}-*"):
-        if older != folder and older.is_dir():
+        if older.resolve() not in keep and older.is_dir():
             shutil.rmtree(older, ignore_errors=True)
     return str(folder)
+
+
+def restore_best(folder: str, work: str) -> str | None:
+    """A resumed trial's best checkpoint so far (early stopping), copied out of its restored checkpoint into the
+    trial's work folder (Ray may delete the restored checkpoint while the trial runs); None when it has none."""
+    own = Path(folder) / SWEEPER_STATE
+    state = json.loads(own.read_text()) if own.is_file() else {}
+    if not state.get("best") or not (Path(folder) / state["best"]).is_dir():
+        return None
+    target = Path(work) / "restored-best"
+    shutil.copytree(Path(folder) / state["best"], target, dirs_exist_ok=True)
+    return str(target)
 
 
 def resumable(folder: str | None) -> bool:

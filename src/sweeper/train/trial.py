@@ -107,6 +107,13 @@ class ReportCallback(TrainerCallback):
         self.checkpoints = checkpoints
         self.held: list[dict[str, Any]] = []  # results of a step being checkpointed, reported with its checkpoint
         self.resumed: dict[str, Any] = {}  # after a resume: where it resumed, on every result (sweeper.train.resume)
+        self.best_restored: str | None = None  # after a resume with early stopping: its best checkpoint's copy
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        # resumed with early stopping: the Trainer dropped the best checkpoint's path of the process that paused
+        # (gone); the copy restored from the checkpoint takes its place, for load_best_model_at_end
+        if self.best_restored is not None and state.best_global_step and state.best_model_checkpoint is None:
+            state.best_model_checkpoint = self.best_restored
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.step = state.global_step + 1
@@ -137,7 +144,8 @@ class ReportCallback(TrainerCallback):
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if not self.checkpoints:
             return
-        checkpoint = resume.finish_checkpoint(args.output_dir, state.global_step, self.elapsed())
+        checkpoint = resume.finish_checkpoint(args.output_dir, state.global_step, self.elapsed(),
+                                              best=state.best_model_checkpoint)  # fmt: skip
         held, self.held = self.held, []
         for metrics in held:  # each result with it: the sweep may pause after any of them
             self.report(metrics, checkpoint)
@@ -288,6 +296,8 @@ def run_trial(job: TrialJob, report: Report, callbacks: list[Any] | None = None,
         forward.resumed = resume.resume_fields(progress)
     probe["forward"] = forward
     with tempfile.TemporaryDirectory(prefix="sweeper-trial-") as work:
+        if resume_from is not None:
+            forward.best_restored = resume.restore_best(resume_from, work)
         trainer = make_trainer(job, loaded, work, [forward, *(callbacks or [])])
         with resume.adapter_dtype_kept(trainer.model) if resume_from else contextlib.nullcontext():
             output = trainer.train(resume_from_checkpoint=resume_from)
