@@ -39,6 +39,34 @@ def resume_spec(tmp_path: Path) -> Path:
     return spec
 
 
+def launch_and_kill(spec: Path, env: dict[str, str], ready: str, what: str) -> tuple[dict[str, tuple[str, str]], str]:
+    """Launch the sweep, SIGKILL its driver (and its local Ray) once Ray's saved experiment state has a trial in
+    state ``ready`` and a running one that has logged steps; return that state and what the driver printed."""
+    sweep_dir = spec.parent / "trials" / "resumed"
+    driver = subprocess.Popen([sys.executable, "-m", "sweeper", "launch", str(spec)], cwd=spec.parent, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(driver.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    procs = []
+    try:
+
+        def state_reached() -> dict[str, tuple[str, str]] | None:
+            assert driver.poll() is None, "".join(lines)[-3000:]
+            states = trial_states(sweep_dir)
+            there = [t for t, (s, _) in states.items() if s == ready]
+            running = [d for s, d in states.values() if s == "RUNNING" and read_results(sweep_dir / d / "result.json")]
+            return states if there and running else None
+
+        at_kill = wait_for(state_reached, 300, what)
+        procs = tree(driver.pid)  # the driver's local Ray (gcs_server, raylet, workers) dies with it or is killed below
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(30)
+    finally:
+        kill_all([driver, *procs] if procs else tree(driver.pid))
+    return at_kill, "".join(lines)
+
+
 @pytest.mark.extended
 @pytest.mark.slow
 def test_resume_after_sigkill_keeps_finished_trials_and_completes(tmp_path: Path) -> None:
@@ -46,27 +74,8 @@ def test_resume_after_sigkill_keeps_finished_trials_and_completes(tmp_path: Path
     spec = resume_spec(tmp_path)
     sweep_dir = tmp_path / "trials" / "resumed"
     started = time.monotonic()
-    driver = subprocess.Popen([sys.executable, "-m", "sweeper", "launch", str(spec)], cwd=tmp_path, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(driver.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    procs = []
-    try:
-        # Kill once Ray's saved experiment state has a finished trial and a running one that has logged steps.
-        def finished_and_running() -> dict[str, tuple[str, str]] | None:
-            assert driver.poll() is None, "".join(lines)[-3000:]
-            states = trial_states(sweep_dir)
-            done = [t for t, (s, _) in states.items() if s == "TERMINATED"]
-            running = [d for s, d in states.values() if s == "RUNNING" and read_results(sweep_dir / d / "result.json")]
-            return states if done and running else None
-
-        at_kill = wait_for(finished_and_running, 300, "a finished trial and a running one in the experiment state")
-        procs = tree(driver.pid)  # the driver's local Ray (gcs_server, raylet, workers) dies with it or is killed below
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(30)
-    finally:
-        kill_all([driver, *procs] if procs else tree(driver.pid))
+    # kill once Ray's saved experiment state has a finished trial and a running one that has logged steps
+    at_kill, _ = launch_and_kill(spec, env, "TERMINATED", "a finished trial and a running one in the experiment state")
     killed_at = time.monotonic() - started
     finished = {t: d for t, (s, d) in at_kill.items() if s == "TERMINATED"}
     before = {t: (sweep_dir / d / "result.json").read_bytes() for t, d in finished.items()}
@@ -158,28 +167,8 @@ def test_resume_of_a_killed_pausing_sweep_completes_with_each_trial_once(tmp_pat
     spec.write_text(spec.read_text().replace("early_terminate: {type: optuna, pruner: nop}",
                                              "early_terminate: {type: optuna}"))  # fmt: skip
     sweep_dir = tmp_path / "trials" / "resumed"
-    driver = subprocess.Popen([sys.executable, "-m", "sweeper", "launch", str(spec)], cwd=tmp_path, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(driver.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    procs = []
-    try:
-
-        def paused_and_running() -> dict[str, tuple[str, str]] | None:
-            assert driver.poll() is None, "".join(lines)[-3000:]
-            states = trial_states(sweep_dir)
-            paused = [t for t, (s, _) in states.items() if s == "PAUSED"]
-            running = [d for s, d in states.values() if s == "RUNNING" and read_results(sweep_dir / d / "result.json")]
-            return states if paused and running else None
-
-        at_kill = wait_for(paused_and_running, 300, "a paused trial and a running one in the experiment state")
-        procs = tree(driver.pid)
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(30)
-    finally:
-        kill_all([driver, *procs] if procs else tree(driver.pid))
-    assert "breadth first: waits at the first rung" in "".join(lines)
+    at_kill, printed = launch_and_kill(spec, env, "PAUSED", "a paused trial and a running one in the experiment state")
+    assert "breadth first: waits at the first rung" in printed
 
     proc = subprocess.run([sys.executable, "-m", "sweeper", "resume", "trials/resumed"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)  # fmt: skip

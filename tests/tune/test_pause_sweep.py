@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -33,14 +34,21 @@ resources: {cpus_per_trial: 1, gpus_per_trial: 0, max_concurrent_trials: 1}
 """
 
 
-@pytest.mark.extended
-def test_a_paused_trial_is_resumed_and_ends_as_the_winner(tmp_path: Path) -> None:
-    (tmp_path / "pausing.yaml").write_text(SPEC)
-    stdout = launch(tmp_path / "pausing.yaml", tmp_path)
-    sweep = load_sweep(tmp_path / "trials" / "pausing")
+def run_pair(tmp_path: Path, name: str, text: str) -> tuple[Any, Any, Any, str]:
+    """Launch the two-trial sweep ``text`` (named ``name``): (sweep, the lr 3e-3 trial, which completed, the lr 1e-5
+    one, which was pruned, what the launch printed)."""
+    (tmp_path / f"{name}.yaml").write_text(text)
+    stdout = launch(tmp_path / f"{name}.yaml", tmp_path)
+    sweep = load_sweep(tmp_path / "trials" / name)
     by_lr = {t.params["learning_rate"]: t for t in sweep.trials}
     winner, weak = by_lr[3e-3], by_lr[1e-5]
     assert (winner.status, weak.status) == ("completed", "pruned")
+    return sweep, winner, weak, stdout
+
+
+@pytest.mark.extended
+def test_a_paused_trial_is_resumed_and_ends_as_the_winner(tmp_path: Path) -> None:
+    sweep, winner, weak, stdout = run_pair(tmp_path, "pausing", SPEC)
     assert best_trial(sweep, "rewards/margins", "maximize") is winner
 
     # the records say what happened, with the examples seen at each event
@@ -82,12 +90,7 @@ BREADTH_FIRST = SPEC.replace("name: pausing", "name: breadth").replace(
 
 def test_breadth_first_the_first_trial_waits_at_the_rung_and_is_pruned_there(tmp_path: Path) -> None:
     assert "breadth_first: true" in BREADTH_FIRST and "pruner: peer" in BREADTH_FIRST
-    (tmp_path / "breadth.yaml").write_text(BREADTH_FIRST)
-    stdout = launch(tmp_path / "breadth.yaml", tmp_path)
-    sweep = load_sweep(tmp_path / "trials" / "breadth")
-    by_lr = {t.params["learning_rate"]: t for t in sweep.trials}
-    winner, weak = by_lr[3e-3], by_lr[1e-5]
-    assert (winner.status, weak.status) == ("completed", "pruned")
+    _, winner, weak, stdout = run_pair(tmp_path, "breadth", BREADTH_FIRST)
     assert [(e["event"], e["examples_seen"]) for e in weak.events] == [("paused", 24), ("pruned", 24)]
     assert "breadth first: waits at the first rung" in weak.events[0]["reason"]
     assert "cannot beat the winner" in weak.pruned["reason"] and weak.pruned["saved_examples"] == 72

@@ -96,14 +96,20 @@ def write_plots(sweep: SweepRecord, out_dir: Path) -> list[str]:
     return drawn
 
 
+# Line styles cycled over the trials of a curve panel: two trials that stop at the same point with nearly the same
+# values (pruned together) stay both visible, one dashed over the other.
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
 def _curves(ax: Any, sweep: SweepRecord, metric: str) -> bool:
     drawn = False
-    for t in sweep.trials:
+    for i, t in enumerate(sweep.trials):
         points = curve_points(t, metric)
         if not points:
             continue
         xs, ys = zip(*points, strict=True)
-        (line,) = ax.plot(xs, ys, marker=".", linewidth=1.2, label=_label(t))
+        (line,) = ax.plot(xs, ys, marker=".", linewidth=1.2 + 0.6 * (i % 2), label=_label(t),
+                          linestyle=LINE_STYLES[i % len(LINE_STYLES)])  # fmt: skip
         drawn = True
         end = stop_point(t, metric, points)
         if end is not None:
@@ -317,6 +323,10 @@ def _faceted_curves(plt: Any, sweep: SweepRecord, metric: str, path: Path) -> bo
     return True
 
 
+# A numeric swept parameter with at most this many values gets one x tick per value in the slices panel.
+MAX_TICKED_VALUES = 8
+
+
 def _slices(plt: Any, sweep: SweepRecord, path: Path) -> bool:
     """One panel per swept parameter: final metric against its values, coloured by another swept parameter."""
     metric, _ = metric_of(sweep)
@@ -347,6 +357,9 @@ def _slices(plt: Any, sweep: SweepRecord, path: Path) -> bool:
                 ax.set_xscale("log")
             if not numeric:
                 ax.set_xticks(range(len(levels)), [str(v) for v in levels])
+            elif len(levels) <= MAX_TICKED_VALUES:  # the swept values themselves, never fractions between them
+                ax.set_xticks(levels, [f"{v:g}" for v in levels])
+                ax.xaxis.set_minor_locator(matplotlib_ticker().NullLocator())
             ax.set_xlabel(name)
             if i == 0:
                 ax.set_ylabel(f"final {metric}")
