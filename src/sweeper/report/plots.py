@@ -153,6 +153,7 @@ def _memory(ax: Any, sweep: SweepRecord) -> bool:
     ax.xaxis.set_major_formatter(matplotlib_ticker().ScalarFormatter())
     ax.set_xlabel("per-device batch")
     ax.set_ylabel("GPU memory, GiB" if gpu else "CPU memory (RSS), GiB")
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.1)  # from zero: a few MB between trials must not look like a spread
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return True
@@ -286,6 +287,7 @@ def _faceted_curves(plt: Any, sweep: SweepRecord, metric: str, path: Path) -> bo
                              sharey=True)  # fmt: skip
     try:
         for ax, value in zip(axes[0], panels, strict=True):
+            n_stopped = 0
             for t, pts in trials:
                 if facet and t.params.get(facet) != value:
                     continue
@@ -293,8 +295,11 @@ def _faceted_curves(plt: Any, sweep: SweepRecord, metric: str, path: Path) -> bo
                 c = cmap(shades.index(t.params.get(colour))) if colour else "C0"
                 winner = t.trial_id == layout.winner
                 stopped = t.status != "completed"
-                ax.plot(xs, ys, color="black" if winner else c, linewidth=2.6 if winner else 1.1,
-                        alpha=0.35 if stopped else 1.0, zorder=4 if winner else 2)  # fmt: skip
+                # stopped trials cycle line styles: two stopped at the same point with nearly the same values both show
+                style = LINE_STYLES[n_stopped % len(LINE_STYLES)] if stopped else "-"
+                n_stopped += stopped
+                ax.plot(xs, ys, color="black" if winner else c, linewidth=2.6 if winner else 1.1 + 0.5 * stopped,
+                        alpha=0.5 if stopped else 1.0, zorder=4 if winner else 2, linestyle=style)  # fmt: skip
                 end = stop_point(t, metric, pts)
                 if end is not None:
                     ax.plot(*end, marker=STATUS_MARKS[t.status], markersize=8, color=c, linestyle="none", zorder=3)
