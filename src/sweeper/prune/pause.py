@@ -191,12 +191,7 @@ class PauseBook:
             return None
         if trial_id not in gate.curves or not gate.still_prunes(trial_id):
             return f"no trial is left to reach the rung ({paused.rung}) and it is above the bar there"
-        paused.waiting = False
-        paused.reason = paused.below
-        self.pauses[trial_id] = self.pauses.get(trial_id, 0) + 1
-        leader = self.leader(besides=trial_id)
-        if leader is not None and paused.value is not None and self._beats(leader[1], paused.value):
-            paused.beaten_by = leader[1]
+        self.pause(trial_id, paused.result, paused.value, paused.below, paused.planned)  # now below the bar there
         return None
 
     def asking_order(self, paused: list[str]) -> list[str]:

@@ -81,7 +81,7 @@ def run(queue: list[Curve], gate: Any, outcome: Outcome, concurrency: int, book:
         if book is not None:
             book.observe(tid, step, value, flagged=last and is_flagged(curve.guard))
         below = gate.report(tid, step, value)
-        others = [o.curve.trial_id for o in running if o is not r]
+        others = [o.curve.trial_id for o in running if o is not r] if book is not None and book.rung else []
         if book is not None and book.waits(tid, step, last, bool(queue), others, gate):
             book.wait(tid, {EXAMPLES_SEEN: step}, value, curve.total, BELOW_BAR)
             outcome.note(tid, "paused", step, book.paused[tid].reason)

@@ -127,9 +127,10 @@ def pruning_scheduler(plan: SweepPlan, step_key: str, pruner_name: str, experime
             reason = stop_reason(g, trial.trial_id, int(step), value, verdict=verdict, guard=guard_mode,
                                  at_end=at_end, why=why)  # fmt: skip
             hacking = guard_mode == "prune" and is_flagged(verdict)  # the guard stops for good, paused or not
-            if book is not None and not hacking and book.waits(trial.trial_id, int(step), at_end,
-                                                               self.to_start(tune_controller),
-                                                               self.running(tune_controller, trial), g):  # fmt: skip
+            # breadth first only: the scans of the controller's trials are not done on every result otherwise
+            if (book is not None and book.rung is not None and not hacking
+                    and book.waits(trial.trial_id, int(step), at_end, self.to_start(tune_controller),
+                                   self.running(tune_controller, trial), g)):  # fmt: skip
                 book.wait(trial.trial_id, result, value, planned, why)
                 self.note(trial, "paused", result, value, book.paused[trial.trial_id].reason)
                 return TrialScheduler.PAUSE
